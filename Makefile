@@ -1,0 +1,43 @@
+# sslkit: two commands do all set-up on a fresh machine.
+#   make lab    create .venv, install the kit at pinned versions, register the kernel, open JupyterLab
+#   make test   the same set-up, then the whole test suite (unit tests, doctests, every notebook)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sslkit-installed
+PORT ?= 8888
+# pip's "Location ... is ignored" lines from this machine's mirrors are noise
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: install lab test bench strip-notebooks clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "sslkit needs Python 3.10 or newer; run make PYTHON=python3.11"'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	@echo "installing sslkit and its pinned dependencies into $(VENV) (first time: a few minutes)"
+	set -o pipefail; $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | { $(PIP_FILTER); }
+	$(BIN)/python -m ipykernel install --sys-prefix --name sslkit --display-name "Python (sslkit)" >/dev/null
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# JupyterLab on notebooks/: token authentication on, localhost only; a taken port moves to the next free one
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
+		--ServerApp.port_retries=50
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m sslkit.bench dataset
+
+# strip outputs from committed notebooks, keeping the cells marked NBVAL_CHECK_OUTPUT
+strip-notebooks: install
+	$(BIN)/python -m sslkit.nbtools strip notebooks/*.ipynb
+
+clean:
+	rm -rf $(VENV) notebooks/results data/cache

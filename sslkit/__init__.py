@@ -1,0 +1,48 @@
+"""sslkit: a Jupyter-first kit for learning self-supervised learning (SSL) in vision by doing it.
+
+The notebooks in ``notebooks/`` import this package; it holds the glue around torch,
+torchvision and lightly and the parts that teach. Modules, one concept each:
+
+- ``sslkit.config``: profiles (smoke, lesson, full) and the ``Config`` dataclass
+- ``sslkit.shapes``: the offline default dataset, generated from a seed
+- ``sslkit.data``: every dataset behind one interface (``load_dataset``)
+- ``sslkit.models``: backbones by name
+- ``sslkit.evaluate``: feature extraction and kNN
+- ``sslkit.results``: results files
+- ``sslkit.viz``: figures and the widgets that explore them
+- ``sslkit.bench``: ``python -m sslkit.bench NAME``
+
+``import sslkit`` is cheap: submodules and the names below load on first use.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (loaded on first access)
+_EXPORTS = {
+    "Config": "config", "make_config": "config", "resolve_device": "config", "PROFILES": "config",
+    "load_dataset": "data", "ImageData": "data", "DATASETS": "data", "to_float": "data",
+    "DatasetNotFoundError": "data",
+    "make_shapes": "shapes",
+    "make_backbone": "models",
+    "extract_features": "evaluate", "knn_accuracy": "evaluate",
+    "Results": "results", "load_results": "results",
+}
+_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools"}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'sslkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)

@@ -1,0 +1,133 @@
+"""Profiles and the one config dataclass every notebook and script passes around.
+
+A notebook's ``parameters`` cell sets ``PROFILE`` and any knobs (``None`` means "the profile's
+value"); ``make_config`` resolves them into a ``Config`` once, and that object is passed
+explicitly (``train(model, data, cfg)``). Nothing in the package reads notebook globals.
+
+Profiles:
+
+- ``smoke``: for CI; every notebook within 60 s on 2 CPU cores; numbers are meaningless.
+- ``lesson`` (default): a meaningful result on a laptop CPU within minutes.
+- ``full``: paper-like settings on a GPU with real data.
+
+The environment variable ``SSLKIT_PROFILE`` overrides the notebook's ``PROFILE`` (teachers and CI
+use it to run every notebook at one profile, e.g. ``SSLKIT_PROFILE=smoke pytest --nbval-lax``).
+
+>>> cfg = make_config("smoke", seed=3)
+>>> cfg.profile, cfg.seed, cfg.image_size
+('smoke', 3, 32)
+>>> make_config("lesson", num_epochs=2).num_epochs
+2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+PROFILES = ("smoke", "lesson", "full")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class Config:
+    """Every knob a run needs, with the profile's values filled in."""
+
+    profile: str = "lesson"  # "smoke" (CI), "lesson" (laptop CPU), "full" (GPU, real data)
+    dataset: str = "shapes"  # "shapes" (generated offline), "cifar10", "stl10", "imagenette", "folder" or a path
+    data_dir: str | None = None  # the image folder for dataset="folder"; None: data/ for the real datasets
+    image_size: int = 32  # images are square, image_size x image_size pixels
+    num_unlabeled: int = 10_000  # images in the unlabeled split that SSL trains on
+    num_train: int = 5_000  # labeled images: the kNN bank and the linear probe's training set
+    num_test: int = 2_000  # labeled test images (and as many in the shifted split)
+    backbone: str = "resnet_small"  # see sslkit.models.BACKBONES
+    num_epochs: int = 10  # passes over the unlabeled split
+    batch_size: int = 256  # images per step (two views each for joint-embedding methods)
+    lr: float = 3e-3  # peak learning rate, reached after warm-up, then cosine decay
+    weight_decay: float = 1e-4  # decoupled weight decay (AdamW)
+    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr, in epochs
+    time_budget_s: float | None = None  # stop training cleanly after this many seconds (None: no limit)
+    device: str = "auto"  # "auto" (cuda, then mps, then cpu), "cpu", "cuda" or "mps"
+    num_workers: int = 0  # DataLoader worker processes for the PIL path (0: in the main process)
+    seed: int = 0  # same seed, same machine -> same numbers
+    extra: dict = field(default_factory=dict)  # notebook-specific knobs, e.g. {"temperature": 0.1}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# each profile's values; fields not named keep the dataclass default
+PROFILE_VALUES = {
+    "smoke": dict(num_unlabeled=512, num_train=500, num_test=200, backbone="resnet_tiny", num_epochs=1,
+                  batch_size=128, warmup_epochs=0.0, time_budget_s=20.0, device="cpu"),
+    "lesson": dict(),
+    "full": dict(dataset="cifar10", num_unlabeled=50_000, num_train=50_000, num_test=10_000, backbone="resnet18",
+                 num_epochs=200, batch_size=512, lr=6e-3, weight_decay=1e-6, warmup_epochs=10.0, num_workers=8),
+}
+
+
+def make_config(profile: str = "lesson", **overrides) -> Config:
+    """Resolve a profile plus overrides into a ``Config``.
+
+    Overrides whose value is ``None`` are ignored (a parameters cell's "use the profile's value").
+    Names that are not fields of ``Config`` go into ``cfg.extra``. ``$SSLKIT_PROFILE``, when set,
+    replaces ``profile``.
+    """
+    profile = os.environ.get("SSLKIT_PROFILE") or profile
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    names = {f.name for f in dataclasses.fields(Config)}
+    values = {**PROFILE_VALUES[profile], "profile": profile}
+    extra = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        key = key.lower()
+        if key in names and key != "extra":
+            values[key] = value
+        else:
+            extra[key] = value
+    cfg = Config(**values)
+    cfg.extra.update(extra)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config):
+    from .data import DATASETS
+    from pathlib import Path
+
+    if cfg.dataset not in DATASETS and not Path(cfg.dataset).expanduser().is_dir():
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}, "
+                         f"or give the path of an image folder")
+    if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"unknown device {cfg.device!r}; choose one of: {', '.join(DEVICES)} (or 'cuda:N')")
+    for name in ("image_size", "num_epochs", "batch_size", "num_unlabeled", "num_train", "num_test"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be at least 1")
+
+
+def resolve_device(device: str = "auto"):
+    """"auto" -> the best device here; "cuda"/"mps" where there is none -> a clear error.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    import torch
+
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)} (or 'cuda:N')")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} but this machine has no CUDA GPU that torch can use; "
+                           f"set DEVICE = 'cpu' (or 'auto' to pick the best device present)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("device='mps' but Apple's Metal backend is not available here; "
+                           "set DEVICE = 'cpu' (or 'auto')")
+    return torch.device(device)

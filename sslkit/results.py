@@ -1,0 +1,166 @@
+"""Results files: every notebook run records what it measured, with versions and hardware.
+
+A results file is JSON with the keys ``notebook``, ``profile``, ``config``, ``versions``,
+``hardware``, ``wall_time_s`` and ``metrics`` (a flat mapping of metric name to number). Tests,
+sweeps and the README read these files, never scraped cell output. The file is rewritten
+(atomically) after every ``record``, so a run that stops half-way keeps what it measured.
+
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "demo.json")
+>>> res = Results("00_welcome", {"profile": "smoke"}, path)
+>>> res.record("knn_raw_pixels", 0.16)
+>>> load_results(path)["metrics"]
+{'knn_raw_pixels': 0.16}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+REQUIRED_KEYS = ("notebook", "profile", "config", "versions", "hardware", "wall_time_s", "metrics")
+
+
+def default_results_path(notebook: str, profile: str) -> Path:
+    """Where a notebook's results go when ``RESULTS_PATH`` is None: results/<notebook>.<profile>.json."""
+    return Path("results") / f"{notebook}.{profile}.json"
+
+
+def versions() -> dict:
+    """Versions of python and the libraries whose behaviour the numbers depend on."""
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    try:
+        from importlib.metadata import version
+        lightly_version = version("lightly")
+    except Exception:  # noqa: BLE001 - not installed
+        lightly_version = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightly": lightly_version, "sslkit": __version__}
+
+
+def hardware() -> dict:
+    """The CPU (model, cores, torch threads) and the GPU if there is one."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gpu = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+               "count": torch.cuda.device_count()}
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        gpu = {"name": "Apple MPS"}
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "gpu": gpu}
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail now, before any training, if ``path`` cannot be written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test-", delete=True):
+            pass
+    except OSError as e:
+        raise PermissionError(f"RESULTS_PATH={str(path)!r} is not writable ({e.strerror or e}); set RESULTS_PATH "
+                              f"to a file in a folder you can write, e.g. 'results/{path.name}'") from e
+    if path.is_dir():
+        raise IsADirectoryError(f"RESULTS_PATH={str(path)!r} is a folder; give a file name such as "
+                                f"'{path / 'results.json'}'")
+    return path
+
+
+def _number(name: str, value) -> float | int:
+    if hasattr(value, "item"):  # a 0-d tensor or numpy scalar
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"metric {name!r} is {value}: the run that produced it diverged; re-run it with a "
+                         f"lower learning rate (or fp32) before recording")
+    return value
+
+
+class Results:
+    """The results file of one notebook run.
+
+    Args:
+        notebook: the notebook's name, e.g. "01_pretext".
+        config: the run's config (a ``Config`` or a dict).
+        path: where to write (None: ``default_results_path``). Checked for writability now.
+    """
+
+    def __init__(self, notebook: str, config, path: str | Path | None = None):
+        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        self.notebook, self.config = notebook, cfg
+        self.path = check_writable(path if path is not None else default_results_path(notebook, cfg.get("profile", "lesson")))
+        self.metrics: dict[str, float] = {}
+        self._start = time.perf_counter()
+        self._versions, self._hardware = versions(), hardware()
+        self.save()
+
+    def record(self, name: str, value) -> None:
+        """Record one metric and rewrite the file."""
+        self.metrics[name] = _number(name, value)
+        self.save()
+
+    def update(self, metrics: dict) -> None:
+        """Record several metrics at once (e.g. the dict an evaluation returns)."""
+        for name, value in metrics.items():
+            self.metrics[name] = _number(name, value)
+        self.save()
+
+    def as_dict(self) -> dict:
+        return {"notebook": self.notebook, "profile": self.config.get("profile"), "config": self.config,
+                "versions": self._versions, "hardware": self._hardware,
+                "wall_time_s": round(time.perf_counter() - self._start, 2), "metrics": dict(self.metrics)}
+
+    def save(self) -> Path:
+        """Write the file atomically (temporary file, fsync, rename)."""
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.as_dict(), f, indent=2, default=str)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.path
+
+    def __repr__(self):
+        return f"Results({self.notebook!r}, path={str(self.path)!r}, metrics={self.metrics})"
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a results file back, checking that it has every key and finite numeric metrics."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no results file at {path}; run the notebook (or script) that writes it") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a valid results file ({e})") from None
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks the keys {missing}; it was not written by sslkit.Results")
+    for name, value in data["metrics"].items():
+        _number(name, value)
+    return data
