@@ -30,7 +30,7 @@ lab: install
 		--ServerApp.port_retries=50
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=300
 
 bench: install
 	$(BIN)/python -m sslkit.bench dataset

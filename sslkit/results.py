@@ -164,3 +164,17 @@ def load_results(path: str | Path) -> dict:
     for name, value in data["metrics"].items():
         _number(name, value)
     return data
+
+
+def environment_report() -> str:
+    """A few lines on what this kernel runs on: versions, device, CPU threads, GPU if any."""
+    from .config import resolve_device
+
+    v, h = versions(), hardware()
+    gpu = h["gpu"]
+    lines = [f"sslkit {v['sslkit']} | python {v['python']} | torch {v['torch']} | torchvision {v['torchvision']}"
+             f" | lightly {v['lightly']}",
+             f"CPU: {h['cpu']} ({h['cpu_cores']} cores, torch uses {h['torch_threads']} threads)",
+             f"GPU: {gpu['name'] + (' (%s GiB)' % gpu['memory_gib'] if 'memory_gib' in gpu else '') if gpu else 'none'}",
+             f"device='auto' picks: {resolve_device('auto')}"]
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""Running and tidying the notebooks: papermill execution, output stripping, parameters.
+
+- ``run_notebook``: execute a notebook headless with papermill on the project's kernel,
+  with parameters injected; a failure raises ``NotebookError`` showing the failing cell's
+  source and error (not papermill's whole traceback).
+- ``strip_outputs``: committed notebooks carry no outputs, except in cells marked
+  ``# NBVAL_CHECK_OUTPUT``, whose stored output nbval compares with a fresh run.
+- ``refresh_checked_outputs``: run a notebook at the smoke profile and store the outputs of
+  its checked cells (and nothing else) back into it.
+
+    python -m sslkit.nbtools strip notebooks/*.ipynb
+    python -m sslkit.nbtools refresh notebooks/00_welcome.ipynb
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+CHECK_MARK = "NBVAL_CHECK_OUTPUT"
+KERNEL = "sslkit"
+
+
+class NotebookError(RuntimeError):
+    """A notebook cell failed; the message holds the cell's source and its error."""
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def is_checked(cell) -> bool:
+    return cell.get("cell_type") == "code" and CHECK_MARK in _source(cell)
+
+
+def notebook_parameters(path: str | Path) -> dict:
+    """The names and defaults in a notebook's ``parameters`` cell (papermill's inspection).
+
+    Raises ValueError when the notebook has no cell tagged ``parameters``.
+    """
+    import papermill
+
+    params = papermill.inspect_notebook(str(path))
+    if not params:
+        raise ValueError(f"{path} has no cell tagged 'parameters'; tag one (View > Cell Toolbar > Tags)")
+    return {name: p["default"] for name, p in params.items()}
+
+
+def run_notebook(path: str | Path, output_path: str | Path | None = None, parameters: dict | None = None,
+                 kernel: str = KERNEL, cwd: str | Path | None = None, timeout: int = 1800,
+                 progress: bool = False):
+    """Execute ``path`` with papermill and return the executed notebook (an nbformat node).
+
+    Args:
+        output_path: where the executed notebook goes (None: a temporary file).
+        parameters: values injected after the ``parameters`` cell; each name must exist there.
+        cwd: working directory of the kernel (default: the notebook's folder, as in JupyterLab).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    path = Path(path)
+    parameters = dict(parameters or {})
+    unknown = set(parameters) - set(notebook_parameters(path))
+    if unknown:
+        raise ValueError(f"{path.name} has no parameter(s) {sorted(unknown)}; its parameters cell defines: "
+                         f"{', '.join(notebook_parameters(path))}")
+    if output_path is None:
+        output_path = Path(tempfile.mkdtemp(prefix="sslkit-nb-")) / path.name
+    try:
+        return papermill.execute_notebook(str(path), str(output_path), parameters=parameters, kernel_name=kernel,
+                                          cwd=str(cwd or path.parent), progress_bar=progress,
+                                          execution_timeout=timeout)
+    except PapermillExecutionError as e:
+        nb = json.loads(Path(output_path).read_text())
+        failed = [c for c in nb["cells"] if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+        cell = failed[0] if failed else {}
+        raise NotebookError(f"{path.name}: cell {e.exec_count} failed\n--- source ---\n{_source(cell)}\n"
+                            f"--- error ---\n{e.ename}: {e.evalue}\n(executed notebook: {output_path})") from None
+
+
+def unchecked_outputs(nb: dict) -> list[int]:
+    """Indices of code cells that carry outputs or execution counts but are not marked as checked."""
+    return [i for i, c in enumerate(nb["cells"])
+            if c.get("cell_type") == "code" and not is_checked(c) and (c.get("outputs") or c.get("execution_count"))]
+
+
+def strip_outputs(path: str | Path) -> bool:
+    """Remove outputs and execution counts outside checked cells; returns True if the file changed."""
+    path = Path(path)
+    text = path.read_text()
+    nb = json.loads(text)
+    for cell in nb["cells"]:
+        if cell.get("cell_type") != "code":
+            continue
+        cell.get("metadata", {}).pop("papermill", None)
+        cell.get("metadata", {}).pop("execution", None)
+        if not is_checked(cell):
+            cell["outputs"], cell["execution_count"] = [], None
+    nb.get("metadata", {}).pop("papermill", None)
+    new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    if new != text:
+        path.write_text(new)
+        return True
+    return False
+
+
+def refresh_checked_outputs(path: str | Path) -> None:
+    """Execute at the smoke profile and store the outputs of checked cells only."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = run_notebook(path, Path(tmp) / path.name,
+                                {"PROFILE": "smoke", "RESULTS_PATH": str(Path(tmp) / "results.json")})
+    nb = json.loads(path.read_text())
+    ran = [c for c in executed["cells"] if c.get("cell_type") == "code" and "injected-parameters"
+           not in c.get("metadata", {}).get("tags", [])]
+    code = [c for c in nb["cells"] if c.get("cell_type") == "code"]
+    for mine, theirs in zip(code, ran):
+        if is_checked(mine):
+            mine["outputs"] = [dict(o) for o in theirs.get("outputs", [])]
+            mine["execution_count"] = theirs.get("execution_count")
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    strip_outputs(path)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2 or argv[0] not in ("strip", "refresh"):
+        print("usage: python -m sslkit.nbtools {strip|refresh} NOTEBOOK...", file=sys.stderr)
+        return 2
+    for p in argv[1:]:
+        if argv[0] == "strip":
+            print(f"{p}: {'stripped' if strip_outputs(p) else 'clean'}")
+        else:
+            refresh_checked_outputs(p)
+            print(f"{p}: checked outputs refreshed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Figures and widgets: looking at data, masks and augmented views.
+
+Widgets (ipywidgets) render in JupyterLab; where no widget front end is there (papermill, CI,
+nbconvert) the same function draws a static figure instead, so every notebook shows something
+in every setting. ``has_widget_frontend()`` decides; pass ``interactive=True/False`` to force.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def has_widget_frontend() -> bool:
+    """True inside a Jupyter front end that can show widgets (JupyterLab, Notebook, VS Code).
+
+    Jupyter's server sets ``JPY_SESSION_NAME`` for the kernels it starts from a notebook, VS Code
+    sets ``VSCODE_PID``; papermill and nbval start kernels without either.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return False
+    return bool(os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID"))
+
+
+def _hwc(image: torch.Tensor):
+    """(3, H, W) uint8 or float in [0, 1] -> (H, W, 3) numpy for imshow."""
+    if image.dtype == torch.uint8:
+        image = image.float() / 255
+    return image.clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def show_images(images: torch.Tensor, titles=None, masks: torch.Tensor | None = None, ncols: int = 8,
+                size: float = 1.3, suptitle: str | None = None):
+    """A grid of images (N, 3, H, W), with optional titles and object-mask outlines.
+
+    Returns the matplotlib figure (shown inline in a notebook).
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * (1.2 if titles else 1)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(_hwc(images[i]), interpolation="nearest")
+        if masks is not None:
+            ax.contour(masks[i].float().cpu().numpy(), levels=[0.5], colors="white", linewidths=0.8)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def dataset_tour(data, shifted=None, per_class: int = 4):
+    """The dataset class by class: images, their masks, and the shifted split beside them.
+
+    Args:
+        data: a labeled ImageData (e.g. the shapes train split).
+        shifted: optional ImageData of the shifted split, shown in the right-hand columns.
+        per_class: images per class from each split.
+    """
+    import matplotlib.pyplot as plt
+
+    splits = [("images", data, False), ("masks", data, True)] + ([("shifted", shifted, False)] if shifted else [])
+    ncols = per_class * len(splits)
+    fig, axes = plt.subplots(data.num_classes, ncols, figsize=(ncols * 0.9, data.num_classes * 0.95), squeeze=False)
+    for k, name in enumerate(data.classes):
+        for s, (title, d, as_mask) in enumerate(splits):
+            idx = (d.labels == k).nonzero().squeeze(1)[:per_class]
+            for j in range(per_class):
+                ax = axes[k, s * per_class + j]
+                ax.axis("off")
+                if j >= len(idx):
+                    continue
+                i = idx[j]
+                if as_mask and d.masks is not None:
+                    ax.imshow(d.masks[i].cpu().numpy(), cmap="gray", interpolation="nearest")
+                else:
+                    ax.imshow(_hwc(d.images[i]), interpolation="nearest")
+                if k == 0 and j == 0:
+                    ax.set_title(title, fontsize=9, loc="left")
+        axes[k, 0].text(-0.15, 0.5, name, transform=axes[k, 0].transAxes, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(left=0.08, right=0.99, top=0.96, bottom=0.01, wspace=0.05, hspace=0.05)
+    return fig
+
+
+def simclr_views(images: torch.Tensor, crop_scale: float = 0.25, color_jitter: float = 0.5,
+                 blur: float = 0.0, grayscale: float = 0.2, seed: int = 0):
+    """Two augmented views of each image through lightly's ``SimCLRTransform`` (the PIL path).
+
+    Args:
+        images: uint8 (N, 3, H, W).
+        crop_scale: smallest crop, as a fraction of the image area (lightly's ``min_scale``).
+        color_jitter: colour jitter strength (lightly's ``cj_strength``; 0.5 for CIFAR-sized images).
+        blur: probability of a Gaussian blur. grayscale: probability of turning grey.
+    Returns: two float tensors (N, 3, H, W) in [0, 1], the views x0 and x1.
+    """
+    from lightly.transforms import SimCLRTransform
+    from torchvision.transforms.v2.functional import to_pil_image
+
+    size = images.shape[-1]
+    transform = SimCLRTransform(input_size=size, cj_strength=color_jitter, cj_prob=0.8 if color_jitter > 0 else 0.0,
+                                min_scale=crop_scale, random_gray_scale=grayscale, gaussian_blur=blur,
+                                sigmas=(0.1, 1.0), normalize=None)
+    torch.manual_seed(seed)  # torchvision's random transforms draw from torch's global generator
+    pairs = [transform(to_pil_image(img)) for img in images]
+    x0 = torch.stack([p[0] for p in pairs])
+    x1 = torch.stack([p[1] for p in pairs])
+    return x0, x1
+
+
+def _views_figure(images, **kwargs):
+    import matplotlib.pyplot as plt
+
+    x0, x1 = simclr_views(images, **kwargs)
+    n = len(images)
+    fig, axes = plt.subplots(3, n, figsize=(n * 1.2, 3 * 1.25), squeeze=False)
+    for row, (name, batch) in enumerate([("original", images), ("view x0", x0), ("view x1", x1)]):
+        for j in range(n):
+            axes[row, j].imshow(_hwc(batch[j]), interpolation="nearest")
+            axes[row, j].axis("off")
+        axes[row, 0].set_title(name, fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_explorer(images: torch.Tensor, interactive: bool | None = None, **defaults):
+    """Sliders for crop scale, colour jitter, blur and grayscale; two views of the same images.
+
+    In JupyterLab this returns an ipywidgets box whose figure follows the sliders; without a
+    widget front end (or with ``interactive=False``) it draws the static figure for ``defaults``.
+    """
+    import matplotlib.pyplot as plt
+
+    settings = {"crop_scale": 0.25, "color_jitter": 0.5, "blur": 0.0, "grayscale": 0.2, "seed": 0, **defaults}
+    if interactive is None:
+        interactive = has_widget_frontend()
+    if not interactive:
+        fig = _views_figure(images, **settings)
+        plt.show()
+        return fig
+    import ipywidgets as w
+    from IPython.display import display
+
+    sliders = {
+        "crop_scale": w.FloatSlider(value=settings["crop_scale"], min=0.05, max=1.0, step=0.05, description="crop scale"),
+        "color_jitter": w.FloatSlider(value=settings["color_jitter"], min=0.0, max=1.0, step=0.1, description="colour jitter"),
+        "blur": w.FloatSlider(value=settings["blur"], min=0.0, max=1.0, step=0.1, description="blur prob."),
+        "grayscale": w.FloatSlider(value=settings["grayscale"], min=0.0, max=1.0, step=0.1, description="grayscale prob."),
+        "seed": w.IntSlider(value=settings["seed"], min=0, max=20, description="seed"),
+    }
+    def redraw(**kwargs):
+        _views_figure(images, **kwargs)
+        plt.show()
+
+    out = w.interactive_output(redraw, sliders)  # re-runs redraw whenever a slider moves
+    box = w.VBox([w.HBox(list(sliders.values())[:3]), w.HBox(list(sliders.values())[3:]), out])
+    display(box)
+    return box

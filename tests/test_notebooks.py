@@ -1,0 +1,69 @@
+"""Every notebook in notebooks/ runs headless at the smoke profile and writes a valid results file.
+
+A new notebook joins by itself. nbval (`--nbval-lax`, configured in pyproject.toml) separately re-runs the
+notebooks and compares the cells marked NBVAL_CHECK_OUTPUT with their stored outputs; the tests below make
+sure nothing else is stored.
+"""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sslkit.nbtools import NotebookError, notebook_parameters, run_notebook, unchecked_outputs
+from sslkit.results import REQUIRED_KEYS, load_results
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+IDS = [p.stem for p in NOTEBOOKS]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found in notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_committed_clean(path):
+    nb = json.loads(path.read_text())
+    assert unchecked_outputs(nb) == [], (
+        f"{path.name} carries outputs in cells not marked NBVAL_CHECK_OUTPUT (cells {unchecked_outputs(nb)}); "
+        f"run `make strip-notebooks`")
+    assert nb["metadata"]["kernelspec"]["name"] == "sslkit"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_has_one_parameters_cell_after_its_title(path):
+    nb = json.loads(path.read_text())
+    tagged = [i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters' (want exactly 1)"
+    assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# "), \
+        f"{path.name} must open with a markdown title"
+    params = notebook_parameters(path)
+    assert {"PROFILE", "RESULTS_PATH"} <= set(params), f"{path.name} parameters: {sorted(params)}"
+    assert params["PROFILE"] == '"lesson"', "the committed default profile is lesson"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs_at_smoke(path, tmp_path):
+    results_path = tmp_path / "results.json"
+    run_notebook(path, tmp_path / path.name, {"PROFILE": "smoke", "RESULTS_PATH": str(results_path)})
+    results = load_results(results_path)  # raises on missing keys or non-finite metrics
+    assert set(REQUIRED_KEYS) <= set(results)
+    assert results["notebook"] == path.stem and results["profile"] == "smoke"
+    assert results["metrics"], f"{path.name} recorded no metrics"
+    assert all(math.isfinite(v) for v in results["metrics"].values())
+
+
+def test_failing_cell_is_reported_with_source_and_error(tmp_path):
+    nb = {"cells": [
+        {"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]}, "source": "PROFILE = 'lesson'\nRESULTS_PATH = None",
+         "outputs": [], "execution_count": None},
+        {"cell_type": "code", "id": "x", "metadata": {}, "source": "x = 1\nraise ValueError('boom at ' + PROFILE)",
+         "outputs": [], "execution_count": None}],
+        "metadata": {"kernelspec": {"name": "sslkit", "display_name": "sslkit", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "broken.ipynb"
+    path.write_text(json.dumps(nb))
+    with pytest.raises(NotebookError, match=r"(?s)raise ValueError.*ValueError: boom at smoke"):
+        run_notebook(path, tmp_path / "out.ipynb", {"PROFILE": "smoke"})
+    with pytest.raises(ValueError, match="no parameter"):
+        run_notebook(path, tmp_path / "out.ipynb", {"NOT_A_PARAM": 1})
