@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sslkit-installed
 PORT ?= 8888
+# Jupyter refuses to run as root unless told (containers, CI machines)
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # pip's "Location ... is ignored" lines from this machine's mirrors are noise
 PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
@@ -27,7 +29,7 @@ install: $(STAMP)
 # JupyterLab on notebooks/: token authentication on, localhost only; a taken port moves to the next free one
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
-		--ServerApp.port_retries=50
+		--ServerApp.port_retries=50 $(ALLOW_ROOT)
 
 test: install
 	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=300
