@@ -12,8 +12,9 @@ Datasets the kit knows (``DATASETS``; ``data/README.md`` says where their files 
 - ``cifar10``, ``stl10``, ``imagenette``: torchvision's loaders on files under ``data/``;
 - ``folder``: any folder of images, with class subfolders (labeled) or flat (unlabeled).
 
-Splits: ``unlabeled`` (training images, labels hidden), ``train`` (labeled), ``test``, and
-``shifted`` (test images under a domain shift; only ``shapes`` has it).
+Splits: ``unlabeled`` (training images, labels hidden: for STL-10 its own 100,000 unlabeled
+images, for a flat folder all of its images), ``train`` (labeled), ``test``, and ``shifted``
+(test images under a domain shift; only ``shapes`` has it).
 
 sslkit never downloads by itself: a missing dataset raises ``DatasetNotFoundError`` saying
 where the files are expected and how to get them (``python -m sslkit.data download NAME``).
@@ -26,6 +27,7 @@ where the files are expected and how to get them (``python -m sslkit.data downlo
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -120,6 +122,11 @@ class ImageData(torch.utils.data.Dataset):
         Raises ValueError giving the counts per class when a class has fewer than ``n``.
         """
         counts = self.class_counts()
+        if n < 1:
+            raise ValueError(f"per_class(n={n}): ask for at least one image per class")
+        if not any(counts.values()):
+            raise ValueError(f"the {self.split!r} split of {self.name!r} has no labeled images; per_class needs "
+                             f"labels: use the 'train' split (for a folder: one subfolder per class)")
         short = {c: k for c, k in counts.items() if k < n}
         if short:
             raise ValueError(f"asked for {n} labeled images per class but the {self.split!r} split of "
@@ -140,36 +147,51 @@ class ImageData(torch.utils.data.Dataset):
 def data_root() -> Path:
     """The folder real datasets and caches live in: ``$SSLKIT_DATA``, else the kit's ``data/``."""
     if os.environ.get("SSLKIT_DATA"):
-        return Path(os.environ["SSLKIT_DATA"])
+        return Path(os.environ["SSLKIT_DATA"]).expanduser()
     repo_data = Path(__file__).resolve().parents[1] / "data"
     return repo_data if repo_data.is_dir() else Path.cwd() / "data"
 
 
-# name -> (folder under data/, what must exist inside it, how to get it)
+# name -> (folder under data/, the file or folder that shows it is there, how to get it)
 _REAL = {
     "cifar10": ("cifar10", "cifar-10-batches-py/data_batch_1",
-                "torchvision.datasets.CIFAR10(root, download=True), 170 MB"),
+                "torchvision.datasets.CIFAR10(root, download=True), about 170 MB"),
     "stl10": ("stl10", "stl10_binary/train_X.bin",
-              "torchvision.datasets.STL10(root, split='train+unlabeled', download=True), 2.6 GB"),
+              "torchvision.datasets.STL10(root, split='train+unlabeled', download=True), about 2.6 GB"),
     "imagenette": ("imagenette", "imagenette2-160/train",
-                   "torchvision.datasets.Imagenette(root, size='160px', download=True), 94 MB"),
+                   "torchvision.datasets.Imagenette(root, size='160px', download=True), about 94 MB"),
 }
 
 
-def _missing(name: str, root: Path, expected: str, how: str) -> DatasetNotFoundError:
+def _missing(name: str, root: Path, expected: str, how: str, more: int = 0) -> DatasetNotFoundError:
+    also = f" (and {more} more file(s) next to it)" if more else ""
     return DatasetNotFoundError(
-        f"dataset {name!r} is not on this machine: expected {root / expected}. sslkit never downloads "
+        f"dataset {name!r} is not on this machine: expected {root / expected}{also}. sslkit never downloads "
         f"by itself. To get it (online): `python -m sslkit.data download {name}` (runs {how} into {root}), "
         f"or copy the files there; or set SSLKIT_DATA to the folder that holds '{root.name}/'. "
         f"The default dataset 'shapes' needs no download.")
+
+
+def _require(name: str, path: Path, files: list[str]):
+    """Raise DatasetNotFoundError naming the first of ``files`` (relative to ``path``) that is missing."""
+    missing = [f for f in files if not (path / f).exists()]
+    if missing:
+        raise _missing(name, path, missing[0], _REAL[name][2], more=len(missing) - 1)
+
+
+def _malformed(name: str, path: Path, problem: str) -> ValueError:
+    return ValueError(f"the {name} files in {path} are not in the format torchvision reads ({problem}); "
+                      f"delete them and run `python -m sslkit.data download {name}`, or copy the files "
+                      f"from the official archive (data/README.md)")
 
 
 def _check_split(name: str, split: str, allowed: tuple[str, ...]):
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if split not in allowed:
-        raise ValueError(f"dataset {name!r} has no {split!r} split; it has: {', '.join(allowed)}"
-                         + (" (only 'shapes' has a shifted split)" if split == "shifted" else ""))
+        hint = (" (only 'shapes' has a shifted split: load_dataset('shapes', 'shifted', n=...))"
+                if split == "shifted" else "")
+        raise ValueError(f"dataset {name!r} has no {split!r} split; choose one of: {', '.join(allowed)}{hint}")
 
 
 def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -182,123 +204,228 @@ def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _take(images, labels, n, seed):
-    if n is None or n >= len(images):
-        return images, labels
-    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return images[idx], labels[idx]
+def _pick(total: int, n: int | None, seed: int) -> torch.Tensor:
+    """Indices of a random subset of ``n`` out of ``total`` (all when n is None), in their original order."""
+    if n is None or n >= total:
+        return torch.arange(total)
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+def _check_labels(name: str, path: Path, images, labels, num_classes: int):
+    if len(labels) != len(images):
+        raise _malformed(name, path, f"{len(images)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < -1 or labels.max() >= num_classes):
+        raise _malformed(name, path, f"labels run from {int(labels.min())} to {int(labels.max())}, "
+                                     f"outside 0..{num_classes - 1}")
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR-10 and STL-10: torchvision's readers on the files under data/
+#
+# torchvision checks the md5 sum of every file of the dataset in ``_check_integrity`` before it
+# reads any (and of ``batches.meta`` in CIFAR10._load_meta), so it refuses all but the official
+# files. sslkit checks instead that the files the split needs exist (a clear DatasetNotFoundError
+# when not) and that what they hold has the format's shape; ``download`` checks the archive's md5.
 
 
 def _load_cifar10(split, root, image_size, n, seed):
+    import pickle
+
     from torchvision.datasets import CIFAR10
+
+    class CIFAR10Files(CIFAR10):  # torchvision's reader, minus the md5 sums (see above)
+        meta = {**CIFAR10.meta, "md5": None}  # check_integrity(path, None): the file exists
+
+        def _check_integrity(self):  # _require has checked the files this split reads
+            return True
+
     _check_split("cifar10", split, ("unlabeled", "train", "test"))
-    folder, expected, how = _REAL["cifar10"]
-    path = root / folder
-    if not (path / expected).exists():
-        raise _missing("cifar10", path, expected, how)
-    ds = CIFAR10(str(path), train=(split != "test"), download=False)
-    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
-    labels = torch.tensor(ds.targets)
-    images, labels = _take(images, labels, n, seed)
-    return _resize(images, image_size), labels, ds.classes, path
+    path = root / _REAL["cifar10"][0]
+    batches = CIFAR10.test_list if split == "test" else CIFAR10.train_list
+    _require("cifar10", path, [f"{CIFAR10.base_folder}/{f}" for f, _ in batches]
+             + [f"{CIFAR10.base_folder}/{CIFAR10.meta['filename']}"])
+    try:
+        ds = CIFAR10Files(str(path), train=(split != "test"), download=False)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise _malformed("cifar10", path / CIFAR10.base_folder, f"{type(e).__name__}: {e}") from e
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+    labels = torch.tensor(ds.targets, dtype=torch.long)
+    _check_labels("cifar10", path, images, labels, len(ds.classes))
+    idx = _pick(len(images), n, seed)
+    images = images if len(idx) == len(images) else images[idx]  # no copy of a whole split
+    return _resize(images, image_size).contiguous(), labels[idx], list(ds.classes), path
 
 
 def _load_stl10(split, root, image_size, n, seed):
     from torchvision.datasets import STL10
+
+    class STL10Files(STL10):  # torchvision's reader, minus the md5 sums (see above)
+        def _check_integrity(self):  # _require has checked the files this split reads
+            return True
+
     _check_split("stl10", split, ("unlabeled", "train", "test"))
-    folder, expected, how = _REAL["stl10"]
-    path = root / folder
-    needed = {"unlabeled": "unlabeled_X.bin", "train": "train_X.bin", "test": "test_X.bin"}[split]
-    if not (path / "stl10_binary" / needed).exists():
-        raise _missing("stl10", path, f"stl10_binary/{needed}", how)
-    ds = STL10(str(path), split=split, download=False)
-    images = torch.from_numpy(ds.data)  # (N, 3, 96, 96) uint8
-    labels = torch.from_numpy(ds.labels).long() if ds.labels is not None else torch.full((len(images),), -1)
-    images, labels = _take(images, labels, n, seed)
-    return _resize(images, image_size), labels, ds.classes, path
+    path = root / _REAL["stl10"][0]
+    needed = {"unlabeled": ["unlabeled_X.bin"], "train": ["train_X.bin", "train_y.bin"],
+              "test": ["test_X.bin", "test_y.bin"]}[split] + [STL10.class_names_file]
+    _require("stl10", path, [f"{STL10.base_folder}/{f}" for f in needed])
+    try:
+        ds = STL10Files(str(path), split=split, download=False)
+    except ValueError as e:  # a file whose size is not a whole number of 3 x 96 x 96 images
+        raise _malformed("stl10", path / STL10.base_folder, f"{type(e).__name__}: {e}") from e
+    images = torch.from_numpy(ds.data)  # (N, 3, 96, 96) uint8 (a transposed view of the column-major file)
+    labels = torch.from_numpy(ds.labels.astype("int64"))  # torchvision: 0-based, -1 for unlabeled
+    _check_labels("stl10", path, images, labels, len(ds.classes))
+    idx = _pick(len(images), n, seed)
+    images = images if len(idx) == len(images) else images[idx]  # no copy of a whole split
+    return _resize(images, image_size).contiguous(), labels[idx], list(ds.classes), path
+
+
+# ----------------------------------------------------------------------------------------------
+# image files: Imagenette and any folder of images
+
+
+def _to_rgb(im):
+    """A PIL image in any mode -> RGB; transparent pixels become white, as a viewer shows them."""
+    from PIL import Image
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
+    return im.convert("RGB")
 
 
 def _read_rgb(path: Path, size: int | None):
-    """One image file -> uint8 (3, S, S) RGB, or None when it is not a readable image."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file -> uint8 (3, S, S) RGB, or None when it is not a readable image.
+
+    With ``size``, the shorter side is scaled to ``size`` and the centre cropped to a square
+    (the usual Resize + CenterCrop), so objects keep their aspect ratio.
+    """
+    import numpy as np
+    from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
-            im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "LA", "RGBA") else im.convert("RGB")
             if size is not None:
-                im = im.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-            return torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(im.height, im.width, 3).permute(2, 0, 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                im.draft(None, (size, size))  # JPEG: decode at 1/2, 1/4, 1/8 scale while still >= size
+            im = _to_rgb(im)
+            if size is not None:
+                im = ImageOps.fit(im, (size, size), Image.Resampling.BILINEAR)
+            # (H, W, 3) -> (3, H, W), made contiguous here by numpy (torch.stack of permuted views is slow)
+            return torch.from_numpy(np.ascontiguousarray(np.asarray(im).transpose(2, 0, 1)))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # incl. UnidentifiedImageError
         return None
 
 
-def _read_files(files: list[Path], size: int | None, where: Path):
-    """Read image files; unreadable ones are skipped with one warning that counts and names them."""
-    images, kept, skipped = [], [], []
-    for i, f in enumerate(files):
-        img = _read_rgb(f, size)
+def _read_files(files: list[Path], labels: torch.Tensor, n: int | None, seed: int, size: int | None,
+                where: Path):
+    """Read ``n`` images (None: all) picked at random with ``seed`` from ``files``.
+
+    Files that are not readable images are skipped, with one warning that counts and names them;
+    reading goes on through the random order until ``n`` images are read, so a subset has ``n``
+    images whenever the folder has them. Returns (images (N, 3, S, S) uint8, labels, skipped files).
+    """
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist() \
+        if n is not None and n < len(files) else list(range(len(files)))
+    want = len(files) if n is None else n
+    read, skipped = {}, []
+    for i in order:
+        if len(read) == want:
+            break
+        img = _read_rgb(files[i], size)
         if img is None:
-            skipped.append(f)
+            skipped.append(files[i])
         else:
-            images.append(img)
-            kept.append(i)
+            read[i] = img
     if skipped:
         names = ", ".join(str(p.relative_to(where)) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        warnings.warn(f"skipped {len(skipped)} file(s) in {where} that are not readable images: {names}",
-                      stacklevel=3)
-    if images and size is None:
-        shapes = {tuple(im.shape) for im in images}
-        if len(shapes) > 1:
-            raise ValueError(f"the images in {where} have different sizes ({len(shapes)} of them); "
-                             f"give image_size=... to resize them to one square size")
-    return images, kept, skipped
+        warnings.warn(f"skipped {len(skipped)} file(s) in {where} that are not readable images: {names} "
+                      f"(delete or fix them to silence this warning)", stacklevel=4)
+    if not read:
+        raise ValueError(f"{where} holds no readable images ({len(skipped)} unreadable file(s)); put image "
+                         f"files (jpg, png, ...) in it")
+    kept = sorted(read)
+    images = [read[i] for i in kept]
+    if size is None and len({tuple(im.shape) for im in images}) > 1:
+        sizes = sorted({tuple(im.shape[1:]) for im in images})
+        raise ValueError(f"the images in {where} have {len(sizes)} different sizes (e.g. {sizes[:3]}); "
+                         f"give image_size=... to scale and centre-crop them to one square size")
+    return torch.stack(images), labels[torch.tensor(kept)], skipped
 
 
 def _load_imagenette(split, root, image_size, n, seed):
+    """Imagenette (10 easy ImageNet classes), torchvision's layout: imagenette2-160/{train,val}/<wnid>/*.JPEG."""
+    from torchvision.datasets import Imagenette
+    from torchvision.datasets.folder import make_dataset
+
     _check_split("imagenette", split, ("unlabeled", "train", "test"))
-    folder, expected, how = _REAL["imagenette"]
-    path = root / folder
-    if not (path / expected).exists():
-        raise _missing("imagenette", path, expected, how)
-    images, labels, classes, _ = _load_folder(split="train" if split == "unlabeled" else split,
-                                              folder=path / "imagenette2-160" / ("val" if split == "test" else "train"),
-                                              image_size=image_size or 64, n=n, seed=seed, test_fraction=0.0)
-    names = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
-             "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
-             "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
-             "n03888605": "parachute"}
-    return images, labels, [names.get(c, c) for c in classes], path
+    path = root / _REAL["imagenette"][0]
+    part = "val" if split == "test" else "train"  # Imagenette's val split is the kit's test split
+    _require("imagenette", path, [f"imagenette2-160/{part}"])
+    image_root = path / "imagenette2-160" / part
+    try:
+        ds = Imagenette(str(path), split=part, size="160px", download=False)
+        samples = make_dataset(str(image_root), ds.wnid_to_idx, extensions=".jpeg")  # what torchvision reads
+    except KeyError as e:  # a class folder that is not one of Imagenette's ten
+        raise ValueError(f"{image_root} has a class folder {e} that is not one of Imagenette's ten classes; "
+                         f"remove it, or load your own images with load_dataset('folder', root=...)") from None
+    except FileNotFoundError as e:  # no class folders, or a class folder without .JPEG files
+        if "no valid file" in str(e):
+            raise ValueError(f"{image_root}: {e}; put the class's .JPEG files back (`python -m sslkit.data "
+                             f"download imagenette` restores them) or remove its empty folder") from None
+        raise _missing("imagenette", path, f"imagenette2-160/{part}/<wnid>/*.JPEG", _REAL["imagenette"][2]) from None
+    files = [Path(p) for p, _ in samples]
+    labels = torch.tensor([k for _, k in samples], dtype=torch.long)
+    images, labels, skipped = _read_files(files, labels, n, seed, image_size or 160, image_root)
+    classes = [names[0] for names in ds.classes]  # torchvision: a tuple of names per class, the first is short
+    return images, labels, classes, path
+
+
+def _list_folder(folder: Path):
+    """(files, labels, class names) of an image folder; labels are -1 when it has no class subfolders."""
+    def visible(p: Path) -> bool:  # skip .DS_Store, .ipynb_checkpoints/ and other hidden entries
+        return not any(part.startswith(".") for part in p.relative_to(folder).parts)
+
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and visible(d))
+    loose = sorted(f for f in folder.iterdir() if f.is_file() and visible(f))
+    if not class_dirs:
+        return loose, [-1] * len(loose), []
+    stray = [f.name for f in loose if f.suffix.lower() in IMAGE_EXTENSIONS]
+    if stray:
+        warnings.warn(f"{folder} has class subfolders, so the {len(stray)} image(s) directly in it are not used: "
+                      f"{', '.join(stray[:10])}{' ...' if len(stray) > 10 else ''}; move them into a class "
+                      f"subfolder", stacklevel=4)
+    files, labels = [], []
+    for k, d in enumerate(class_dirs):
+        fs = sorted(f for f in d.rglob("*") if f.is_file() and visible(f))
+        files += fs
+        labels += [k] * len(fs)
+    return files, labels, [d.name for d in class_dirs]
 
 
 def _load_folder(split, folder, image_size, n, seed, test_fraction=0.2):
-    """An image folder: ``folder/<class>/*.jpg`` (labeled) or ``folder/*.jpg`` (unlabeled only).
+    """An image folder: ``folder/<class>/*.jpg`` (labeled) or ``folder/*.jpg`` (flat, unlabeled only).
 
     With class subfolders, ``train`` and ``test`` are a fixed split (``test_fraction`` of each
-    class, drawn with seed 0 so it never changes) and ``unlabeled`` is every image.
+    class, drawn with seed 0 so it never changes) and ``unlabeled`` is the ``train`` images with
+    their labels hidden (as for CIFAR-10), so pretraining never sees a test image. A flat folder
+    has only ``unlabeled``: all of its images.
+
+    torchvision's ``ImageFolder`` is not used: it ignores files by extension without a word,
+    stops at the first unreadable image, and has no flat (unlabeled) layout.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise DatasetNotFoundError(f"image folder {folder} does not exist; give the path of a folder with "
-                                   f"class subfolders (folder/cat/1.jpg, folder/dog/2.jpg, ...) or with images")
+        raise DatasetNotFoundError(f"image folder {folder} does not exist (or is not a folder); give the path of a "
+                                   f"folder with class subfolders (folder/cat/1.jpg, folder/dog/2.jpg, ...) or "
+                                   f"with images directly in it (unlabeled)")
     _check_split("folder", split, ("unlabeled", "train", "test"))
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files, file_labels = [], []
-    if class_dirs:
-        for k, d in enumerate(class_dirs):
-            fs = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
-            files += fs
-            file_labels += [k] * len(fs)
-        classes = [d.name for d in class_dirs]
-    else:
-        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
-        file_labels = [-1] * len(files)
-        classes = []
-        if split != "unlabeled":
-            raise ValueError(f"{folder} has no class subfolders, so it has only an 'unlabeled' split; for "
-                             f"'{split}' put the images in one subfolder per class (folder/cat/1.jpg, ...)")
+    files, file_labels, classes = _list_folder(folder)
     if not files:
-        raise ValueError(f"image folder {folder} holds no files; put images in it (or in one subfolder per class)")
-    labels = torch.tensor(file_labels)
-    if class_dirs and split != "unlabeled" and test_fraction > 0:
+        raise ValueError(f"image folder {folder} holds no files; put images in it (unlabeled) or in one "
+                         f"subfolder per class (folder/cat/1.jpg, folder/dog/2.jpg, ...)")
+    if not classes and split != "unlabeled":
+        raise ValueError(f"{folder} has no class subfolders, so it has only an 'unlabeled' split; for "
+                         f"'{split}' put the images in one subfolder per class (folder/cat/1.jpg, "
+                         f"folder/dog/2.jpg, ...)")
+    labels = torch.tensor(file_labels, dtype=torch.long)
+    if classes and test_fraction > 0:
         g = torch.Generator().manual_seed(0)  # the train/test split of a folder never changes
         is_test = torch.zeros(len(files), dtype=torch.bool)
         for k in range(len(classes)):
@@ -306,32 +433,33 @@ def _load_folder(split, folder, image_size, n, seed, test_fraction=0.2):
             n_test = int(round(len(idx) * test_fraction))
             is_test[idx[torch.randperm(len(idx), generator=g)[:n_test]]] = True
         keep = is_test if split == "test" else ~is_test
-        files = [f for f, t in zip(files, keep) if t]
-        labels = labels[keep]
-    if n is not None and n < len(files):
-        idx = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        files, labels = [files[i] for i in idx], labels[idx]
-    images, kept, skipped = _read_files(files, image_size, folder)
-    if not images:
-        raise ValueError(f"image folder {folder} holds no readable images ({len(skipped)} unreadable files)")
-    labels = labels[torch.tensor(kept)]
-    if split == "unlabeled":
-        labels = torch.full_like(labels, -1)
+        files, labels = [f for f, t in zip(files, keep.tolist()) if t], labels[keep]
+        if not files:
+            raise ValueError(f"the {split!r} split of {folder} is empty: its classes are too small for a "
+                             f"{test_fraction:.0%} test split; add images to each class subfolder")
+    images, labels, skipped = _read_files(files, labels, n, seed, image_size, folder)
     info = {"source": str(folder), "skipped": [str(p) for p in skipped]}
-    return torch.stack(images), labels, classes, info
+    return images, labels, classes, info
 
 
 def _check_class_balance(data: ImageData):
-    counts = {c: k for c, k in data.class_counts().items()}
+    """A labeled folder split needs two classes or more; very unequal class sizes get a warning."""
+    counts = data.class_counts()
     if data.split == "unlabeled" or not counts:
         return
     if len(counts) == 1:
         raise ValueError(f"{data.name} has a single class {list(counts)}: a classifier needs at least two; "
-                         f"add a subfolder per class")
+                         f"add a subfolder per class (folder/cat/..., folder/dog/...)")
+    empty = [c for c, k in counts.items() if k == 0]
+    if empty:
+        warnings.warn(f"{data.name} has no images of {empty} in its {data.split!r} split (counts: {counts}); "
+                      f"add images to those class subfolders or remove them", stacklevel=3)
+        return
     lo, hi = min(counts.values()), max(counts.values())
-    if lo == 0 or hi > 10 * lo:
-        warnings.warn(f"classes of {data.name} have very different sizes: {counts}; accuracy will be dominated "
-                      f"by the large classes (balance them, or compare per-class recall)", stacklevel=3)
+    if hi > 10 * lo:
+        warnings.warn(f"classes of {data.name} ({data.split!r} split) have very different sizes: {counts}; "
+                      f"accuracy will be dominated by the large classes (balance them, or compare "
+                      f"per-class recall)", stacklevel=3)
 
 
 def load_dataset(name: str = "shapes", split: str = "train", n: int | None = None, image_size: int | None = 32,
@@ -341,15 +469,39 @@ def load_dataset(name: str = "shapes", split: str = "train", n: int | None = Non
     Args:
         name: one of ``DATASETS``, or the path of an image folder.
         split: "unlabeled", "train", "test" or "shifted" (shapes only).
-        n: number of images (None: all; for ``shapes``, required). A random subset for real data.
-        image_size: resize to this square size (None: keep, when all images share one size).
+        n: number of images (None: all; for ``shapes``, required). A random subset for real data,
+            the same for the same ``seed``.
+        image_size: resize to this square size (None: keep; CIFAR-10 is 32, STL-10 96, Imagenette
+            is centre-cropped to 160; a folder needs one when its images differ in size).
         seed: generation seed for ``shapes``; subset seed for real datasets.
         root: for ``folder``, the image folder; otherwise the data folder (default ``data_root()``).
         cache: for ``shapes``, keep the generated split under ``data/cache``.
+
+    Returns:
+        ImageData: images (N, 3, S, S) uint8, labels (N,) (-1 in the unlabeled split), classes.
+
+    A folder with one subfolder per class is a labeled dataset (its train/test split is fixed):
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> for name, colour in [("blue", (0, 0, 255)), ("red", (255, 0, 0))]:
+    ...     (Path(tmp.name) / name).mkdir()
+    ...     for i in range(5):
+    ...         Image.new("RGB", (48, 32), colour).save(Path(tmp.name) / name / f"{i}.png")
+    >>> d = load_dataset(tmp.name, "train", image_size=16)
+    >>> tuple(d.images.shape), d.classes, d.labels.tolist()
+    ((8, 3, 16, 16), ['blue', 'red'], [0, 0, 0, 0, 1, 1, 1, 1])
+    >>> d.images[4, :, 0, 0].tolist()  # a red image: RGB
+    [255, 0, 0]
+    >>> tmp.cleanup()
     """
     if name not in DATASETS:
         if Path(str(name)).expanduser().is_dir():
             name, root = "folder", name
+        elif os.sep in str(name) or "/" in str(name) or str(name).startswith((".", "~")):
+            raise DatasetNotFoundError(f"image folder {name} does not exist; check the path (relative paths "
+                                       f"start from {Path.cwd()}), or choose one of: {', '.join(DATASETS)}")
         else:
             raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, "
                              f"or give the path of an image folder")
@@ -361,14 +513,21 @@ def load_dataset(name: str = "shapes", split: str = "train", n: int | None = Non
             raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
         s = make_shapes(split, n, image_size or 32, seed, cache_dir=(data_root() / "cache") if cache else None)
         return ImageData(s.images, s.labels, CLASSES, "shapes", split, s.masks, {"seed": seed})
+    if n is not None and n < 1:
+        raise ValueError(f"n={n}: ask for at least one image (or n=None for the whole split)")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size={image_size}: give a size in pixels (e.g. 32), or None to keep the files' size")
     if name == "folder":
         if root is None:
             raise ValueError("dataset 'folder' needs the folder: load_dataset('folder', root='path/to/images')")
         images, labels, classes, info = _load_folder(split, root, image_size, n, seed)
-        data = ImageData(images, labels, classes, f"folder:{Path(root).name}", split, info=info)
+        if split == "unlabeled":
+            labels = torch.full_like(labels, -1)
+        data = ImageData(images, labels, classes, f"folder:{Path(root).expanduser().resolve().name}", split,
+                         info=info)
         _check_class_balance(data)
         return data
-    base = Path(root) if root is not None else data_root()
+    base = Path(root).expanduser() if root is not None else data_root()
     loader = {"cifar10": _load_cifar10, "stl10": _load_stl10, "imagenette": _load_imagenette}[name]
     images, labels, classes, path = loader(split, base, image_size, n, seed)
     if split == "unlabeled":
@@ -376,25 +535,50 @@ def load_dataset(name: str = "shapes", split: str = "train", n: int | None = Non
     return ImageData(images, labels, classes, name, split, info={"source": str(path)})
 
 
-def download(name: str, root: str | Path | None = None):
-    """Download a real dataset with torchvision (needs the internet; sslkit never does this by itself)."""
+def download(name: str, root: str | Path | None = None) -> Path:
+    """Download a real dataset with torchvision (needs the internet; sslkit never does this by itself).
+
+    The files go to ``<root>/<name>/`` (root: ``data_root()``); torchvision checks the archive's
+    md5 sum. Returns that folder. Without a connection: a ConnectionError saying what to do.
+    """
+    import urllib.error
+
     from torchvision import datasets
     if name not in _REAL:
-        raise ValueError(f"nothing to download for {name!r}; downloadable: {', '.join(_REAL)}")
-    path = (Path(root) if root else data_root()) / _REAL[name][0]
+        raise ValueError(f"nothing to download for {name!r}; downloadable: {', '.join(_REAL)} "
+                         f"('shapes' is generated, 'folder' is your own images)")
+    folder, _, how = _REAL[name]
+    path = (Path(root).expanduser() if root else data_root()) / folder
     path.mkdir(parents=True, exist_ok=True)
-    if name == "cifar10":
-        datasets.CIFAR10(str(path), train=True, download=True)
-        datasets.CIFAR10(str(path), train=False, download=True)
-    elif name == "stl10":
-        datasets.STL10(str(path), split="train+unlabeled", download=True)
-    else:
-        datasets.Imagenette(str(path), split="train", size="160px", download=True)
-    print(f"{name} is in {path}")
+    try:
+        if name == "cifar10":
+            datasets.CIFAR10(str(path), train=True, download=True)
+            datasets.CIFAR10(str(path), train=False, download=True)
+        elif name == "stl10":
+            datasets.STL10(str(path), split="train+unlabeled", download=True)
+        else:
+            datasets.Imagenette(str(path), split="train", size="160px", download=True)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(f"could not download {name!r} ({reason}). This needs the internet: connect and "
+                              f"run `python -m sslkit.data download {name}` again, or on a connected machine "
+                              f"run {how} and copy the files into {path} (data/README.md)") from None
+    return path
 
 
-if __name__ == "__main__":  # python -m sslkit.data download cifar10
-    import sys
-    if len(sys.argv) != 3 or sys.argv[1] != "download":
-        sys.exit(f"usage: python -m sslkit.data download {{{','.join(_REAL)}}}")
-    download(sys.argv[2])
+def _main(argv: list[str]) -> int:
+    """``python -m sslkit.data download NAME``."""
+    if len(argv) != 2 or argv[0] != "download" or argv[1] not in _REAL:
+        print(f"usage: python -m sslkit.data download {{{','.join(_REAL)}}}", file=sys.stderr)
+        return 2
+    try:
+        path = download(argv[1])
+    except ConnectionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{argv[1]} is in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
