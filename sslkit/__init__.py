@@ -9,6 +9,7 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.models``: backbones by name
 - ``sslkit.evaluate``: feature extraction and kNN
 - ``sslkit.results``: results files
+- ``sslkit.checkpoint``: atomic checkpoints, safe loading, resume
 - ``sslkit.cam``: Grad-CAM glue for SSL backbones and scores against true masks
 - ``sslkit.viz``: figures and the widgets that explore them
 - ``sslkit.bench``: ``python -m sslkit.bench NAME``
@@ -30,7 +31,7 @@ _EXPORTS = {
     "extract_features": "evaluate", "knn_accuracy": "evaluate",
     "Results": "results", "load_results": "results",
 }
-_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam"}
+_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

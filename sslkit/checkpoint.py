@@ -1,0 +1,161 @@
+"""Checkpoints that survive interruptions: atomic writes, safe loading, clear mismatch errors.
+
+A checkpoint holds everything a run needs to continue exactly where it stopped: model,
+optimizer and scheduler states, the step and epoch, the RNG states (torch, CUDA, Python) and
+the config. ``save_checkpoint`` writes it atomically (temporary file, fsync, rename), so a
+crash or a full disk while saving leaves the previous checkpoint intact. ``load_checkpoint``
+uses ``torch.load(weights_only=True)``: a file with pickled code is refused, not executed.
+
+>>> import tempfile, torch
+>>> folder = tempfile.mkdtemp()
+>>> model = torch.nn.Linear(2, 2)
+>>> path = save_checkpoint(folder, model=model, epoch=1, step=10, config={"method": "demo"})
+>>> path.name
+'epoch-0001.pt'
+>>> load_checkpoint(path, model=model)["step"]
+10
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+_NAME = re.compile(r"^epoch-(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used (corrupt, unsafe, or from another model); the message says why."""
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoints_in(folder: str | Path) -> list[Path]:
+    """The checkpoints in ``folder``, oldest first (by epoch)."""
+    folder = Path(folder)
+    found = [(int(m.group(1)), p) for p in folder.glob("epoch-*.pt") if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(folder: str | Path, *, model, optimizer=None, scheduler=None, epoch: int = 0, step: int = 0,
+                    config: dict | None = None, extra: dict | None = None, keep_last: int | None = 3) -> Path:
+    """Write ``folder/epoch-NNNN.pt`` atomically and keep only the ``keep_last`` newest (None: all).
+
+    ``config`` should name what the weights belong to (method, backbone): loading into another
+    model then fails with the mismatched keys and shapes.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "epoch": epoch, "step": step, "config": dict(config or {}),
+             "rng": _rng_state(), "extra": dict(extra or {})}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    path = folder / f"epoch-{epoch:04d}.pt"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(f"could not write {path} ({e.strerror or e}); the previous checkpoints in {folder} "
+                                  f"are intact. Free disk space or choose another folder.") from e
+        raise
+    if keep_last is not None:
+        for old in checkpoints_in(folder)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _read(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} contains pickled objects or code that weights-only loading refuses; sslkit "
+                              f"does not execute code from checkpoint files. Re-save it with "
+                              f"sslkit.checkpoint.save_checkpoint ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        others = [p.name for p in checkpoints_in(path.parent) if p != path]
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                              f"other checkpoints in that folder: {others or 'none'}") from None
+
+
+def _check_compatible(model, saved: dict, path: Path, config: dict):
+    own = model.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(saved)) if hasattr(saved[k], "shape") and saved[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        what = ", ".join(f"{k}={config[k]}" for k in ("method", "backbone") if k in config)
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append("shape mismatches " + "; ".join(shapes[:5]))
+        raise CheckpointError(f"{path} was saved from another model{f' ({what})' if what else ''}: "
+                              + "; ".join(parts) + ". Build the same method and backbone, or start a new run folder.")
+
+
+def load_checkpoint(path: str | Path, model=None, optimizer=None, scheduler=None, restore_rng: bool = True) -> dict:
+    """Read a checkpoint (weights only) and restore it into the given objects; returns the state dict.
+
+    Raises ``CheckpointError`` for a corrupt, truncated or unsafe file, or for a model whose keys or
+    shapes differ from the checkpoint's (naming them).
+    """
+    path = Path(path)
+    state = _read(path)
+    if model is not None:
+        _check_compatible(model, state["model"], path, state.get("config", {}))
+        model.load_state_dict(state["model"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    if restore_rng and "rng" in state:
+        _set_rng_state(state["rng"])
+    return state
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The newest checkpoint in ``folder`` that loads, or None; corrupt newer files are skipped."""
+    for path in reversed(checkpoints_in(folder)):
+        try:
+            _read(path)
+            return path
+        except CheckpointError:
+            continue
+    return None

@@ -1,0 +1,100 @@
+import os
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from sslkit.checkpoint import (CheckpointError, checkpoints_in, latest_checkpoint, load_checkpoint,
+                               save_checkpoint)
+
+
+def _model():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def _train_one_step(model, opt):
+    loss = model(torch.randn(16, 4)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def test_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path):
+    torch.manual_seed(0)
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+    _train_one_step(model, opt)
+    sched.step()
+    path = save_checkpoint(tmp_path, model=model, optimizer=opt, scheduler=sched, epoch=1, step=1,
+                           config={"method": "simclr"})
+    expected_next = (torch.rand(3), random.random())
+
+    torch.manual_seed(123)
+    model2 = _model()
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-2)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, 1, gamma=0.5)
+    state = load_checkpoint(path, model2, opt2, sched2)
+    assert state["epoch"] == 1 and state["config"] == {"method": "simclr"}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+    assert sched2.get_last_lr() == sched.get_last_lr()
+    assert torch.equal(torch.rand(3), expected_next[0]) and random.random() == expected_next[1]
+    # the same next step from both
+    torch.manual_seed(7)
+    _train_one_step(model, opt)
+    torch.manual_seed(7)
+    _train_one_step(model2, opt2)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+
+
+def test_keep_last_n(tmp_path):
+    model = _model()
+    for epoch in range(1, 6):
+        save_checkpoint(tmp_path, model=model, epoch=epoch, keep_last=2)
+    assert [p.name for p in checkpoints_in(tmp_path)] == ["epoch-0004.pt", "epoch-0005.pt"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_truncated_file_is_a_clear_error_and_the_previous_one_is_used(tmp_path):
+    model = _model()
+    save_checkpoint(tmp_path, model=model, epoch=1)
+    good = checkpoints_in(tmp_path)[0]
+    bad = tmp_path / "epoch-0002.pt"
+    bad.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt or truncated.*epoch-0001.pt"):
+        load_checkpoint(bad, model)
+    assert latest_checkpoint(tmp_path) == good
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    path = tmp_path / "epoch-0001.pt"
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(CheckpointError, match="weights-only loading refuses"):
+        load_checkpoint(path, _model())
+
+
+def test_another_architecture_names_keys_and_shapes(tmp_path):
+    save_checkpoint(tmp_path, model=_model(), epoch=1, config={"method": "byol", "backbone": "resnet_tiny"})
+    other = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2), nn.Linear(2, 2))
+    with pytest.raises(CheckpointError, match=r"another model \(method=byol, backbone=resnet_tiny\).*"
+                                              r"missing keys \['3.bias', '3.weight'\].*0.weight: checkpoint \(8, 4\) vs model \(16, 4\)"):
+        load_checkpoint(checkpoints_in(tmp_path)[0], other)
+
+
+def test_full_disk_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model = _model()
+    first = save_checkpoint(tmp_path, model=model, epoch=1)
+    before = first.read_bytes()
+
+    def disk_full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoints.*intact"):
+        save_checkpoint(tmp_path, model=model, epoch=2)
+    assert first.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-0001.pt"]
