@@ -31,6 +31,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -298,7 +299,6 @@ def _read_rgb(path: Path, size: int | None):
     With ``size``, the shorter side is scaled to ``size`` and the centre cropped to a square
     (the usual Resize + CenterCrop), so objects keep their aspect ratio.
     """
-    import numpy as np
     from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
@@ -307,7 +307,7 @@ def _read_rgb(path: Path, size: int | None):
             im = _to_rgb(im)
             if size is not None:
                 im = ImageOps.fit(im, (size, size), Image.Resampling.BILINEAR)
-            # (H, W, 3) -> (3, H, W), made contiguous here by numpy (torch.stack of permuted views is slow)
+            # (H, W, 3) -> (3, H, W), made contiguous by numpy (torch's uint8 permute-copy is slow)
             return torch.from_numpy(np.ascontiguousarray(np.asarray(im).transpose(2, 0, 1)))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # incl. UnidentifiedImageError
         return None
@@ -346,7 +346,8 @@ def _read_files(files: list[Path], labels: torch.Tensor, n: int | None, seed: in
         sizes = sorted({tuple(im.shape[1:]) for im in images})
         raise ValueError(f"the images in {where} have {len(sizes)} different sizes (e.g. {sizes[:3]}); "
                          f"give image_size=... to scale and centre-crop them to one square size")
-    return torch.stack(images), labels[torch.tensor(kept)], skipped
+    # np.stack, not torch.stack: torch's runs threaded and crawls on a busy CPU
+    return torch.from_numpy(np.stack([im.numpy() for im in images])), labels[torch.tensor(kept)], skipped
 
 
 def _load_imagenette(split, root, image_size, n, seed):
