@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (loaded on first access)
 _EXPORTS = {
     "Config": "config", "make_config": "config", "resolve_device": "config", "PROFILES": "config",
-    "load_dataset": "data", "ImageData": "data", "DATASETS": "data", "to_float": "data",
+    "load_dataset": "data", "load_split": "data", "ImageData": "data", "DATASETS": "data", "to_float": "data",
     "DatasetNotFoundError": "data",
     "make_shapes": "shapes",
     "make_backbone": "models",

@@ -536,6 +536,23 @@ def load_dataset(name: str = "shapes", split: str = "train", n: int | None = Non
     return ImageData(images, labels, classes, name, split, info={"source": str(path)})
 
 
+def load_split(cfg, split: str, n: int | None = None) -> ImageData:
+    """One split of the dataset a ``Config`` names, at its image size, seed and split sizes.
+
+    ``n`` defaults to ``cfg.num_unlabeled`` for "unlabeled", ``cfg.num_train`` for "train" and
+    ``cfg.num_test`` for "test" and "shifted". The notebooks load their data with this.
+
+    >>> from sslkit.config import make_config
+    >>> load_split(make_config("smoke"), "test")
+    ImageData('shapes', split='test', n=200, image_size=32, classes=10)
+    """
+    sizes = {"unlabeled": cfg.num_unlabeled, "train": cfg.num_train, "test": cfg.num_test, "shifted": cfg.num_test}
+    if split not in sizes:
+        raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(sizes)}")
+    return load_dataset(cfg.dataset, split, n=n or sizes[split], image_size=cfg.image_size, seed=cfg.seed,
+                        root=cfg.data_dir)
+
+
 def download(name: str, root: str | Path | None = None) -> Path:
     """Download a real dataset with torchvision (needs the internet; sslkit never does this by itself).
 
