@@ -1,0 +1,38 @@
+"""Self-supervised methods, one small module each, all with the same shape.
+
+Every method is an ``nn.Module`` built as ``Method(backbone, feature_dim, **knobs)`` with a
+``backbone`` attribute and ``training_step(images, labels) -> loss`` (plus ``on_step_end`` for
+momentum encoders), so ``sslkit.train.train`` runs any of them, and a diff between two method
+modules shows only the method. Losses, heads and momentum utilities come from lightly.
+
+``make_method(name, backbone, feature_dim, **knobs)`` builds one by name; ``METHODS`` lists them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> "module:Class" (modules load on first use)
+METHODS = {
+    "rotation": "sslkit.pretext:Rotation",
+    "jigsaw": "sslkit.pretext:Jigsaw",
+    "simclr": "sslkit.methods.simclr:SimCLR",
+    "moco": "sslkit.methods.moco:MoCo",
+    "byol": "sslkit.methods.byol:BYOL",
+    "simsiam": "sslkit.methods.simsiam:SimSiam",
+    "dino": "sslkit.methods.dino:DINO",
+    "mae": "sslkit.methods.mae:MAE",
+}
+
+
+def method_class(name: str):
+    """The class that implements method ``name``."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_method(name: str, backbone, feature_dim: int | None = None, **knobs):
+    """Build method ``name`` around ``backbone``; ``knobs`` go to its constructor (e.g. temperature=0.2)."""
+    return method_class(name)(backbone, feature_dim or backbone.feature_dim, **knobs)

@@ -1,0 +1,67 @@
+"""MoCo v2 (He et al. 2020, "Momentum Contrast"; Chen et al. 2020, "Improved Baselines with Momentum
+Contrastive Learning").
+
+Like SimCLR, but the negatives come from a *queue* of keys from earlier batches, so there can be many
+more of them than the batch holds, and the keys come from a *momentum encoder*: a slowly moving
+average of the online network (no gradient), which keeps the queued keys consistent.
+
+Shapes: views x0 (queries) and x1 (keys) (B, 3, S, S) -> q (B, out_dim) from the online network,
+k (B, out_dim) from the momentum network -> NT-Xent against the queue (queue_size, out_dim).
+
+>>> import torch, sslkit
+>>> backbone, dim = sslkit.make_backbone("resnet_tiny")
+>>> method = MoCo(backbone, dim, queue_size=16)
+>>> method.training_step(sslkit.load_dataset("shapes", "train", n=8).images, None).ndim
+0
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import MoCoProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from ..augment import AugmentParams, two_views
+
+
+class MoCo(nn.Module):
+    def __init__(self, backbone: nn.Module, feature_dim: int, temperature: float = 0.2, queue_size: int = 4096,
+                 hidden_dim: int = 512, out_dim: int = 128, momentum: tuple[float, float] = (0.99, 1.0),
+                 augment: AugmentParams | None = None):
+        super().__init__()
+        if queue_size < 1:
+            raise ValueError(f"queue_size={queue_size}: MoCo needs a queue of at least one batch of keys")
+        self.backbone = backbone
+        self.projection_head = MoCoProjectionHead(feature_dim, hidden_dim, out_dim)
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, out_dim))
+        self.queue_size, self.momentum = queue_size, momentum
+        self.augment = augment or AugmentParams()
+
+    def forward(self, x):
+        return self.projection_head(self.backbone(x))  # queries (B, out_dim)
+
+    @torch.no_grad()
+    def forward_momentum(self, x):
+        return self.projection_head_momentum(self.backbone_momentum(x))  # keys (B, out_dim)
+
+    def training_step(self, images, labels=None):
+        if self.queue_size % len(images):
+            raise ValueError(f"queue_size={self.queue_size} is not a multiple of the batch size {len(images)}: the queue "
+                             f"would wrap mid-batch; use a queue of k * batch size (e.g. {16 * len(images)})")
+        x0, x1 = two_views(images, self.augment)
+        q, k = self(x0), self.forward_momentum(x1)
+        return self.criterion(q, k)
+
+    def on_step_end(self, step, total_steps):
+        m = cosine_schedule(step, total_steps, self.momentum[0], self.momentum[1])
+        update_momentum(self.backbone, self.backbone_momentum, m)
+        update_momentum(self.projection_head, self.projection_head_momentum, m)

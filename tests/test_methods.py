@@ -1,0 +1,85 @@
+"""Every method builds by name, trains a step through the shared loop, and keeps its promises."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sslkit
+from sslkit.methods import METHODS, make_method
+
+
+@pytest.fixture(scope="module")
+def images():
+    return sslkit.load_dataset("shapes", "train", n=16, seed=0).images
+
+
+def _backbone():
+    torch.manual_seed(0)
+    return sslkit.make_backbone("resnet_tiny")
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "mae"])
+def test_every_method_trains_one_step(name, images):
+    backbone, dim = _backbone()
+    method = make_method(name, backbone, dim)
+    before = [p.detach().clone() for p in backbone.parameters()]
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
+    loss = method.training_step(images, None)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    if hasattr(method, "on_step_end"):
+        method.on_step_end(1, 10)
+    assert any(not torch.equal(a, b) for a, b in zip(before, backbone.parameters())), f"{name} did not train the backbone"
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown method 'simclrr'; choose one of: rotation, jigsaw, simclr, moco"):
+        make_method("simclrr", *_backbone())
+
+
+def test_bad_batch_and_queue_sizes_are_clear(images):
+    with pytest.raises(ValueError, match="at least 2 images"):
+        make_method("simclr", *_backbone()).training_step(images[:1], None)
+    with pytest.raises(ValueError, match="queue_size=100 is not a multiple of the batch size 16"):
+        make_method("moco", *_backbone(), queue_size=100).training_step(images, None)
+
+
+def _ntxent_by_hand(z0, z1, temperature):
+    """NT-Xent (Chen et al. 2020, eq. 1) written out: softmax over the 2B - 1 others, the positive is the twin."""
+    z = F.normalize(torch.cat([z0, z1]), dim=1)  # (2B, D)
+    sim = z @ z.T / temperature  # (2B, 2B)
+    sim.fill_diagonal_(float("-inf"))  # a view is not its own negative
+    n = len(z0)
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])  # the twin of i is i + B (mod 2B)
+    return F.cross_entropy(sim, positives)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_simclr_uses_lightlys_ntxent_which_matches_the_paper(temperature):
+    from lightly.loss import NTXentLoss
+    torch.manual_seed(0)
+    z0, z1 = torch.randn(8, 16), torch.randn(8, 16)
+    assert torch.allclose(NTXentLoss(temperature=temperature)(z0, z1), _ntxent_by_hand(z0, z1, temperature), atol=1e-5)
+
+
+def test_simsiam_stop_gradient_is_what_detaches_the_target(images):
+    backbone, dim = _backbone()
+    method = make_method("simsiam", backbone, dim)
+    _, z_target, _ = method(sslkit.to_float(images))
+    assert not z_target.requires_grad
+    method.stop_gradient = False
+    _, z_target, _ = method(sslkit.to_float(images))
+    assert z_target.requires_grad
+
+
+def test_momentum_encoders_follow_the_online_network(images):
+    backbone, dim = _backbone()
+    method = make_method("byol", backbone, dim)
+    with torch.no_grad():
+        for p in method.backbone.parameters():
+            p.add_(1.0)
+    target = list(method.backbone_momentum.parameters())[0].detach().clone()
+    method.on_step_end(1, 100)  # momentum ~0.99: the target moves 1% of the way
+    moved = list(method.backbone_momentum.parameters())[0] - target
+    assert torch.allclose(moved, torch.full_like(moved, 0.01), atol=2e-3)
+    assert not any(p.requires_grad for p in method.backbone_momentum.parameters())
