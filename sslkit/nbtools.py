@@ -82,6 +82,21 @@ def run_notebook(path: str | Path, output_path: str | Path | None = None, parame
                             f"--- error ---\n{e.ename}: {e.evalue}\n(executed notebook: {output_path})") from None
 
 
+def load_teaching_cell(path: str | Path, tag: str) -> dict:
+    """Execute the cell tagged ``tag`` (e.g. "teach:ntxent") of a notebook; return its namespace.
+
+    Notebooks write some things from scratch to teach them (a loss, Grad-CAM); the tests load that
+    very cell with this and compare it with the library's version, so the lesson cannot drift.
+    """
+    nb = json.loads(Path(path).read_text())
+    cells = [c for c in nb["cells"] if tag in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{Path(path).name} has {len(cells)} cells tagged {tag!r}; tag exactly one")
+    namespace: dict = {}
+    exec(compile(_source(cells[0]), f"{Path(path).name}[{tag}]", "exec"), namespace)
+    return namespace
+
+
 def unchecked_outputs(nb: dict) -> list[int]:
     """Indices of code cells that carry outputs or execution counts but are not marked as checked."""
     return [i for i, c in enumerate(nb["cells"])
