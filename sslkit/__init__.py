@@ -7,6 +7,8 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.shapes``: the offline default dataset, generated from a seed
 - ``sslkit.data``: every dataset behind one interface (``load_dataset``)
 - ``sslkit.models``: backbones by name
+- ``sslkit.augment``: views (lightly transforms, and a batched path with per-sample randomness)
+- ``sslkit.methods``: SSL methods by name (SimCLR, MoCo, BYOL, SimSiam, DINO, MAE)
 - ``sslkit.evaluate``: feature extraction and kNN
 - ``sslkit.results``: results files
 - ``sslkit.checkpoint``: atomic checkpoints, safe loading, resume
@@ -31,7 +33,7 @@ _EXPORTS = {
     "extract_features": "evaluate", "knn_accuracy": "evaluate",
     "Results": "results", "load_results": "results",
 }
-_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint"}
+_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -4,6 +4,7 @@ Speed and accuracy claims in the notebooks and README come from these runs (and 
 notebooks' results files), never from prose. Each benchmark records the machine it ran on.
 
     python -m sslkit.bench dataset     # shapes generation time and the calibration accuracies
+    python -m sslkit.bench augment     # two views per image: lightly's PIL path vs the batched path
     python -m sslkit.bench --list
 """
 
@@ -64,6 +65,74 @@ def bench_dataset(args) -> dict:
             "supervised_epochs": args.epochs, "supervised_train_s": round(train_time, 1),
             "backbone": args.backbone, "num_train": args.num_train, "num_test": args.num_test,
             "chance": 0.1}
+
+
+@benchmark
+def bench_augment(args) -> dict:
+    """Images per second making two SimCLR views at 32 px: lightly's SimCLRTransform on PIL images,
+    one at a time, against sslkit's batched path (``sslkit.augment.two_views``), and their ratio."""
+    from torchvision.transforms.v2.functional import to_pil_image
+
+    from .augment import AugmentParams, lightly_transform, two_views
+    from .data import load_dataset
+
+    num_images, batch_size, image_size = 2048, 512, 32
+    images = load_dataset("shapes", "unlabeled", n=num_images, image_size=image_size, seed=args.seed).images
+    pil_images = [to_pil_image(x) for x in images]  # converted beforehand: only the transform is timed
+    transform = lightly_transform("simclr", image_size)  # SimCLRTransform(input_size=32, gaussian_blur=0.0)
+    params = AugmentParams(image_size=image_size)  # the same distributions (tests/test_augment.py)
+
+    def pil_path():
+        for image in pil_images:
+            x0, x1 = transform(image)
+
+    def batched_path():
+        generator = torch.Generator().manual_seed(args.seed)
+        for start in range(0, num_images, batch_size):
+            x0, x1 = two_views(images[start:start + batch_size], params, generator)
+
+    def images_per_s(fn):  # best of 3 after a warm-up: other jobs on the machine only ever slow a run down
+        fn()
+        return num_images / min(_timed(fn)[1] for _ in range(3))
+
+    import os
+
+    load_before = os.getloadavg()[0]  # other jobs on the machine: a load above the core count slows both paths
+    torch.manual_seed(args.seed)
+    threads = torch.get_num_threads()
+    pil = images_per_s(pil_path)
+    batched = images_per_s(batched_path)
+    torch.set_num_threads(1)  # per core: the PIL path runs in one process on one core
+    try:
+        batched_1 = images_per_s(batched_path)
+    finally:
+        torch.set_num_threads(threads)
+    return {"images_per_s_lightly_pil": round(pil), "images_per_s_batched": round(batched),
+            "ratio": round(batched / pil, 2), "images_per_s_batched_1_thread": round(batched_1),
+            "ratio_1_thread": round(batched_1 / pil, 2), "target_ratio": 5.0, "torch_threads": threads,
+            "views_per_image": 2, "image_size": image_size, "num_images": num_images, "batch_size": batch_size,
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+
+
+@benchmark
+def bench_eval(args) -> dict:
+    """Time to extract features, run kNN (k=200) and the linear probe on 10,000 + 2,000 images at 32 px."""
+    from .data import load_dataset
+    from .evaluate import extract_features, knn_accuracy, linear_probe, random_init_backbone
+
+    train = load_dataset("shapes", "train", n=args.num_train, image_size=32, seed=args.seed)
+    test = load_dataset("shapes", "test", n=args.num_test, image_size=32, seed=args.seed)
+    backbone = random_init_backbone(args.backbone, seed=args.seed)  # speed does not depend on the weights
+    extract_features(backbone, test.images[:512])  # warm-up: the first call pays for allocation
+    (train_f, test_f), extract_s = _timed(lambda: (extract_features(backbone, train), extract_features(backbone, test)))
+    knn, knn_s = _timed(knn_accuracy, train_f, train.labels, test_f, test.labels)
+    linear, linear_s = _timed(linear_probe, train_f, train.labels, test_f, test.labels)
+    n = len(train) + len(test)
+    return {"extract_s": round(extract_s, 2), "extract_images_per_s": round(n / extract_s),
+            "knn_s": round(knn_s, 2), "linear_probe_s": round(linear_s, 2),
+            "total_s": round(extract_s + knn_s + linear_s, 2), "feature_dim": train_f.shape[1],
+            "knn_random_init": knn, "linear_random_init": linear, "backbone": args.backbone,
+            "num_train": len(train), "num_test": len(test), "device": "cpu"}
 
 
 def main(argv=None):
