@@ -51,6 +51,9 @@ class BYOL(nn.Module):
 
     def training_step(self, images, labels=None):
         x0, x1 = two_views(images, self.augment)
+        return self.loss(x0, x1)
+
+    def loss(self, x0, x1):
         p0, p1 = self(x0), self(x1)
         z0, z1 = self.forward_momentum(x0), self.forward_momentum(x1)
         return self.criterion(p0, z1) + self.criterion(p1, z0)

@@ -56,6 +56,9 @@ class DINO(nn.Module):
 
     def training_step(self, images, labels=None):
         views = multi_crop(images, self.views)  # 2 global (B, 3, S, S), then local (B, 3, s, s)
+        return self.loss(views)
+
+    def loss(self, views):
         teacher_out = [self.forward_momentum(v) for v in views[:2]]
         student_out = [self(v) for v in views]
         return self.criterion(teacher_out, student_out)

@@ -58,7 +58,10 @@ class MoCo(nn.Module):
             raise ValueError(f"queue_size={self.queue_size} is not a multiple of the batch size {len(images)}: the queue "
                              f"would wrap mid-batch; use a queue of k * batch size (e.g. {16 * len(images)})")
         x0, x1 = two_views(images, self.augment)
-        q, k = self(x0), self.forward_momentum(x1)
+        return self.loss(x0, x1)
+
+    def loss(self, x0, x1):
+        q, k = self(x0), self.forward_momentum(x1)  # (B, out_dim) each
         return self.criterion(q, k)
 
     def on_step_end(self, step, total_steps):

@@ -41,5 +41,8 @@ class SimCLR(nn.Module):
             raise ValueError("SimCLR needs a batch of at least 2 images: the other images are the negatives; "
                              "raise BATCH_SIZE")
         x0, x1 = two_views(images, self.augment)  # (B, 3, S, S) each
-        z0, z1 = self(x0), self(x1)
+        return self.loss(x0, x1)
+
+    def loss(self, x0, x1):
+        z0, z1 = self(x0), self(x1)  # (B, out_dim) each
         return self.criterion(z0, z1)

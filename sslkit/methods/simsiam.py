@@ -41,6 +41,9 @@ class SimSiam(nn.Module):
 
     def training_step(self, images, labels=None):
         x0, x1 = two_views(images, self.augment)
+        return self.loss(x0, x1)
+
+    def loss(self, x0, x1):
         _, z0, p0 = self(x0)
         _, z1, p1 = self(x1)
         return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))

@@ -1,0 +1,245 @@
+"""MAE: hide most of the image, predict the hidden pixels (He et al. 2022, "Masked autoencoders are
+scalable vision learners").
+
+The image is cut into patches (4x4 px: an 8x8 grid on a 32 px image) and a random 75% of them are
+dropped. The encoder, a ViT (``sslkit.models.TinyViT``), sees only the visible quarter (16 patch
+tokens plus the class token), which is what makes MAE cheap. A small decoder gets the encoded
+visible tokens back in their places, a shared learned *mask token* in every hidden place, and
+predicts the pixels of every patch; the loss is the mean squared error on the hidden patches
+only. With ``norm_pix_loss`` the target of each patch is its pixels standardised by the patch's
+own mean and variance (the paper's better setting for features; reconstructions are shown
+un-standardised with the true patch's statistics, as the paper's figures are).
+
+The pieces are lightly's: ``MaskedVisionTransformerTorchvision`` (the encoder on visible tokens,
+inside ``TinyViT``), ``MAEDecoder``, ``random_token_mask``, ``patchify``, ``get_at_index`` and
+``set_at_index``; the shape follows lightly's ``examples/pytorch/mae.py``.
+
+Unlike the joint-embedding methods, MAE's features are weak under a linear probe and strong after
+fine-tuning (lightly's ImageNet table: ViT-B/16 linear 46.0, fine-tuned 81.3); ``finetune`` trains
+the whole ViT with a linear head on a few labels, from MAE's weights or from scratch.
+
+>>> import sslkit
+>>> backbone, dim = sslkit.make_backbone("vit_tiny", hidden_dim=48, num_layers=1, num_heads=2)
+>>> mae = MAE(backbone, dim, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+>>> mae.num_visible_patches, backbone.num_patches   # the encoder sees 16 of 64 patches (+ class token)
+(16, 64)
+>>> images = sslkit.load_dataset("shapes", "train", n=4).images
+>>> mae.training_step(images, None).shape
+torch.Size([])
+>>> masked, reconstruction, mask = mae.reconstruct(images)
+>>> masked.shape, masked.dtype, mask.shape, int(mask[0].sum())
+(torch.Size([4, 3, 32, 32]), torch.uint8, torch.Size([4, 8, 8]), 48)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightly.models import utils
+from lightly.models.modules.masked_autoencoder import MAEDecoder
+from torch import nn
+
+from ..augment import AugmentParams, augment
+from ..config import Config
+from ..data import ImageData, to_float, to_uint8
+from ..models import TinyViT
+from ..train import History, Supervised, train
+
+
+def check_mask_ratio(mask_ratio: float, num_patches: int) -> int:
+    """The number of visible patches at ``mask_ratio``; a ValueError when no patch would be hidden or seen.
+
+    >>> check_mask_ratio(0.75, 64)
+    16
+    """
+    if not isinstance(mask_ratio, (int, float)) or not 0 < mask_ratio < 1:
+        raise ValueError(f"mask_ratio={mask_ratio!r} must be strictly between 0 and 1 (the fraction of patches "
+                         f"hidden); the paper uses 0.75, and 0.25 to 0.9 all train")
+    num_visible = int(num_patches * (1 - mask_ratio))  # as lightly's random_token_mask counts
+    if num_visible < 1:
+        raise ValueError(f"mask_ratio={mask_ratio} hides all {num_patches} patches, leaving the encoder nothing "
+                         f"to see; use at most {1 - 1 / num_patches:.3f}")
+    if num_visible >= num_patches:
+        raise ValueError(f"mask_ratio={mask_ratio} hides none of the {num_patches} patches, leaving nothing to "
+                         f"predict; use at least {1 / num_patches:.3f}")
+    return num_visible
+
+
+def patch_targets(x: torch.Tensor, patch_size: int, norm_pix_loss: bool) -> torch.Tensor:
+    """Pixel targets (B, N, patch_size**2 * C) of normalised images x (B, C, H, W).
+
+    ``norm_pix_loss``: each patch standardised by its own mean and variance (MAE's
+    ``norm_pix_loss``; lightly's ``normalize_mean_var``).
+    """
+    target = utils.patchify(x, patch_size)  # (B, N, p*p*C), row-major patches, channels last
+    return utils.normalize_mean_var(target, dim=-1) if norm_pix_loss else target
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the hidden patches only (MAE's loss).
+
+    pred, target: (B, N, P) one row per patch; mask: (B, N) bool, True where the patch was hidden.
+    Visible patches do not count, however wrong their prediction.
+
+    >>> pred, target = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
+    >>> masked_mse(pred, target, torch.tensor([[True, False]])).item()
+    1.0
+    """
+    per_patch = (pred - target).pow(2).mean(-1)  # (B, N)
+    mask = mask.to(per_patch.dtype)
+    return (per_patch * mask).sum() / mask.sum()
+
+
+class MAE(nn.Module):
+    """Masked autoencoder around a ``TinyViT``: ``training_step(images, labels) -> loss``.
+
+    Args:
+        backbone: a ``TinyViT`` (``make_backbone("vit_tiny")``); its ``encoder`` is trained.
+        feature_dim: the backbone's token width (``backbone.feature_dim``).
+        mask_ratio: fraction of patches hidden from the encoder, in (0, 1) (paper: 0.75).
+        norm_pix_loss: predict each patch standardised by its own mean and variance (paper: True).
+        decoder_dim, decoder_depth, decoder_heads: width, blocks and heads of the decoder (the
+            paper's is 512 wide and 8 deep for ViT-L; a light decoder is one of its findings).
+        crop_scale: area range of the random resized crop applied before masking (the paper:
+            (0.2, 1.0)) with a random flip; None: flips only.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int | None = None, mask_ratio: float = 0.75,
+                 norm_pix_loss: bool = True, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
+                 crop_scale: tuple[float, float] | None = (0.2, 1.0)):
+        super().__init__()
+        if not isinstance(backbone, TinyViT):
+            raise ValueError(f"MAE needs a ViT backbone (make_backbone('vit_tiny')) whose encoder can skip the "
+                             f"hidden patches; got {type(backbone).__name__}")
+        self.backbone = backbone
+        dim = feature_dim or backbone.feature_dim
+        self.patch_size = backbone.patch_size
+        self.num_patches = backbone.num_patches
+        self.num_visible_patches = check_mask_ratio(mask_ratio, self.num_patches)
+        self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
+        out_dim = self.patch_size ** 2 * backbone.in_channels  # pixels per patch
+        self.decoder = MAEDecoder(seq_length=self.num_patches + 1, num_layers=decoder_depth, num_heads=decoder_heads,
+                                  embed_input_dim=dim, hidden_dim=decoder_dim, mlp_dim=4 * decoder_dim,
+                                  out_dim=out_dim, dropout=0.0, attention_dropout=0.0)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))  # stands in for every hidden patch
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.params = None if crop_scale is None else AugmentParams(
+            image_size=backbone.image_size, crop_scale=tuple(crop_scale), color_jitter_prob=0.0, grayscale_prob=0.0)
+
+    def random_mask(self, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(idx_keep (B, 1 + num_visible), idx_mask (B, num_hidden)): token indices, 0 is the class token."""
+        return utils.random_token_mask(size=(batch_size, self.num_patches + 1), mask_ratio=self.mask_ratio,
+                                       device=device)
+
+    def forward(self, x: torch.Tensor, idx_keep: torch.Tensor) -> torch.Tensor:
+        """Predicted pixels (B, N, P) of every patch, from the tokens ``idx_keep`` of images x alone."""
+        self.backbone.check_input(x)
+        encoded = self.backbone.encoder.encode(x, idx_keep=idx_keep)  # (B, 1 + visible, D): only these run
+        b = len(x)
+        tokens = utils.repeat_token(self.mask_token, (b, self.num_patches + 1))  # (B, 1 + N, Dd) all mask tokens
+        tokens = utils.set_at_index(tokens, idx_keep, self.decoder.embed(encoded).to(tokens.dtype))  # back in place
+        decoded = self.decoder.decode(tokens)  # (B, 1 + N, Dd): adds the decoder's position embeddings
+        return self.decoder.predict(decoded[:, 1:])  # (B, N, P), the class token dropped
+
+    def loss(self, x: torch.Tensor, idx_keep: torch.Tensor, idx_mask: torch.Tensor):
+        """(loss, pred (B, N, P), target (B, N, P), mask (B, N) bool) for normalised images x."""
+        pred = self(x, idx_keep)
+        target = patch_targets(x, self.patch_size, self.norm_pix_loss)
+        mask = torch.zeros(len(x), self.num_patches + 1, dtype=torch.bool, device=x.device)
+        mask = mask.scatter(1, idx_mask, True)[:, 1:]  # (B, N) True where hidden
+        return masked_mse(pred, target, mask), pred, target, mask
+
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> normalised float views: random resized crop and flip (or flips only)."""
+        if self.params is None:
+            flip = torch.rand(len(images), device=images.device) < 0.5
+            return to_float(torch.where(flip[:, None, None, None], images.flip(-1), images))
+        return augment(images, self.params)
+
+    def training_step(self, images: torch.Tensor, labels=None) -> torch.Tensor:
+        self.backbone.check_input(images)  # before the crop, which would resize any size to the ViT's
+        x = self.views(images)  # (B, C, H, W) normalised
+        idx_keep, idx_mask = self.random_mask(len(x), x.device)  # (B, 1 + visible), (B, hidden)
+        return self.loss(x, idx_keep, idx_mask)[0]
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, seed: int = 0):
+        """Pictures of what MAE does, for a grid: (masked input, reconstruction, mask).
+
+        Args:
+            images: uint8 (B, C, H, W), no augmentation applied.
+            seed: draws the mask, so calls at several points of training hide the same patches.
+        Returns:
+            masked: uint8 (B, C, H, W), the hidden patches grey (what the encoder sees);
+            reconstruction: uint8 (B, C, H, W), the predicted patches pasted into the hidden places,
+                the visible patches as they were (the paper's figures). With ``norm_pix_loss`` the
+                predictions are un-standardised with each true patch's mean and variance;
+            mask: (B, h, w) bool, True where a patch was hidden.
+        Also sets ``self.last_reconstruction_loss`` to the loss on these images and masks.
+        """
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        x = to_float(images.to(device))
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                idx_keep, idx_mask = self.random_mask(len(x), device)
+            loss, pred, target, mask = self.loss(x, idx_keep, idx_mask)
+        finally:
+            self.train(was_training)
+        self.last_reconstruction_loss = loss.item()
+        c, p, g = x.shape[1], self.patch_size, self.backbone.grid_size
+        patches = utils.patchify(x, p)  # (B, N, p*p*C)
+        if self.norm_pix_loss:
+            mean, var = patches.mean(-1, keepdim=True), patches.var(-1, keepdim=True)
+            pred = pred * (var + 1e-6).sqrt() + mean
+        m = mask[..., None]  # (B, N, 1)
+        masked = utils.unpatchify(patches.masked_fill(m, 0.0), p, c)  # 0 is mid-grey after to_float
+        reconstruction = utils.unpatchify(torch.where(m, pred, patches), p, c)
+        return to_uint8(masked).cpu(), to_uint8(reconstruction).cpu(), mask.view(-1, g, g).cpu()
+
+    @torch.no_grad()
+    def reconstruction_loss(self, data: ImageData | torch.Tensor, batch_size: int = 256, seed: int = 0) -> float:
+        """Mean masked-patch loss over images (uint8, no augmentation), with masks drawn from ``seed``."""
+        images = data.images if isinstance(data, ImageData) else data
+        total = 0.0
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            self.reconstruct(batch, seed=seed + start)
+            total += self.last_reconstruction_loss * len(batch)
+        return total / len(images)
+
+
+# ----------------------------------------------------------------------------------------------
+# fine-tuning: the whole ViT and a linear head on a few labels
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: ImageData, batch_size: int = 512) -> float:
+    """Top-1 accuracy of a classifier (normalised images -> logits) on labeled ``data``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for start in range(0, len(data), batch_size):
+            x = to_float(data.images[start:start + batch_size].to(device))
+            correct += (model(x).argmax(1).cpu() == data.labels[start:start + batch_size]).sum().item()
+    finally:
+        model.train(was_training)
+    return correct / len(data)
+
+
+def finetune(backbone: nn.Module, labeled: ImageData, test: ImageData, cfg: Config, **kwargs) -> tuple[float, History]:
+    """Train the whole ``backbone`` (in place) and a new linear head on ``labeled``; test accuracy.
+
+    The same recipe for MAE's weights and for a fresh ``make_backbone("vit_tiny")`` (from scratch),
+    so the difference between the two is what pre-training bought: ``sslkit.train.Supervised``
+    (cross-entropy, flips and small translations) run by ``sslkit.train.train`` with ``cfg``'s
+    epochs, lr, weight decay and time budget. ``kwargs`` go to ``train`` (``progress``, ``live_plot``).
+    Returns ``(accuracy on test, History)``.
+    """
+    model = Supervised(backbone, labeled.num_classes)
+    history = train(model, labeled, cfg, **kwargs)
+    return accuracy(model, test), history
