@@ -14,6 +14,8 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.checkpoint``: atomic checkpoints, safe loading, resume
 - ``sslkit.cam``: Grad-CAM glue for SSL backbones and scores against true masks
 - ``sslkit.viz``: figures and the widgets that explore them
+- ``sslkit.sweep``: parameter sweeps over a notebook (papermill), resumable
+- ``sslkit.distributed``: torchrun / DDP glue
 - ``sslkit.bench``: ``python -m sslkit.bench NAME``
 
 ``import sslkit`` is cheap: submodules and the names below load on first use.
@@ -33,7 +35,7 @@ _EXPORTS = {
     "extract_features": "evaluate", "knn_accuracy": "evaluate",
     "Results": "results", "load_results": "results",
 }
-_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext"}
+_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -78,8 +78,10 @@ def run_notebook(path: str | Path, output_path: str | Path | None = None, parame
         nb = json.loads(Path(output_path).read_text())
         failed = [c for c in nb["cells"] if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
         cell = failed[0] if failed else {}
-        raise NotebookError(f"{path.name}: cell {e.exec_count} failed\n--- source ---\n{_source(cell)}\n"
-                            f"--- error ---\n{e.ename}: {e.evalue}\n(executed notebook: {output_path})") from None
+        error = NotebookError(f"{path.name}: cell {e.exec_count} failed\n--- source ---\n{_source(cell)}\n"
+                              f"--- error ---\n{e.ename}: {e.evalue}\n(executed notebook: {output_path})")
+        error.error = f"{e.ename}: {e.evalue}"  # the one line a report needs
+        raise error from None
 
 
 def load_teaching_cell(path: str | Path, tag: str) -> dict:

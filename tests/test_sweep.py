@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from sslkit.results import load_results
+from sslkit.sweep import collect, format_table, sweep
+
+
+def _notebook(path):
+    cells = [
+        {"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]}, "outputs": [], "execution_count": None,
+         "source": "PROFILE = 'lesson'\nRESULTS_PATH = None\nLR = 0.1\nSEED = 0"},
+        {"cell_type": "code", "id": "r", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "import sslkit\nif LR < 0: raise ValueError('negative lr')\n"
+                   "res = sslkit.Results('toy', sslkit.make_config(PROFILE, lr=abs(LR), seed=SEED), RESULTS_PATH)\n"
+                   "res.record('score', LR * 10 + SEED)"}]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "sslkit", "display_name": "sslkit", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_sweep_runs_every_combination_reports_failures_and_resumes(tmp_path):
+    nb = _notebook(tmp_path / "toy.ipynb")
+    out = tmp_path / "runs"
+    report = sweep(nb, {"LR": [0.1, -1.0], "SEED": [0, 1]}, out, fixed={"PROFILE": "smoke"}, progress=False)
+    assert sorted(report.done) == ["LR=0.1,SEED=0", "LR=0.1,SEED=1"]
+    assert set(report.failed) == {"LR=-1.0,SEED=0", "LR=-1.0,SEED=1"}
+    assert all("negative lr" in why for why in report.failed.values())
+    assert load_results(out / "LR=0.1,SEED=1.json")["metrics"]["score"] == pytest.approx(2.0)
+    assert (out / "LR=-1.0,SEED=0.ipynb").exists(), "a failed run keeps its executed notebook"
+
+    # an interrupted sweep: one finished run removed, re-running does only that one
+    (out / "LR=0.1,SEED=0.json").unlink()
+    again = sweep(nb, {"LR": [0.1], "SEED": [0, 1]}, out, fixed={"PROFILE": "smoke"}, progress=False)
+    assert again.done == ["LR=0.1,SEED=0"] and again.skipped == ["LR=0.1,SEED=1"]
+
+    rows = collect(out, ["score"])
+    assert [(r["LR"], r["SEED"], r["score"]) for r in rows] == [("0.1", "0", 1.0), ("0.1", "1", 2.0)]
+    assert "score" in format_table(rows).splitlines()[0]
+
+
+def test_unknown_parameter_fails_before_any_run(tmp_path):
+    nb = _notebook(tmp_path / "toy.ipynb")
+    with pytest.raises(ValueError, match=r"no parameter\(s\) \['TEMPERATURE'\]; its parameters cell defines: PROFILE"):
+        sweep(nb, {"TEMPERATURE": [0.1]}, tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
