@@ -35,7 +35,7 @@ _EXPORTS = {
     "extract_features": "evaluate", "knn_accuracy": "evaluate",
     "Results": "results", "load_results": "results",
 }
-_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed"}
+_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
