@@ -67,17 +67,25 @@ PROFILE_VALUES = {
 }
 
 
-def make_config(profile: str = "lesson", **overrides) -> Config:
-    """Resolve a profile plus overrides into a ``Config``.
+# what a notebook needs on top of the profile to fit its time budget: notebook -> profile -> values
+# (names that are not Config fields go to cfg.extra, e.g. a per-method time budget)
+NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {}
 
-    Overrides whose value is ``None`` are ignored (a parameters cell's "use the profile's value").
-    Names that are not fields of ``Config`` go into ``cfg.extra``. ``$SSLKIT_PROFILE``, when set,
-    replaces ``profile``.
+
+def make_config(profile: str = "lesson", notebook: str | None = None, **overrides) -> Config:
+    """Resolve a profile, a notebook's own values and overrides into a ``Config``.
+
+    Precedence: overrides > ``NOTEBOOK_VALUES[notebook][profile]`` > ``PROFILE_VALUES[profile]`` >
+    the dataclass defaults. Overrides whose value is ``None`` are ignored (a parameters cell's
+    "use the profile's value"). Names that are not fields of ``Config`` go into ``cfg.extra``.
+    ``$SSLKIT_PROFILE``, when set, replaces ``profile``.
     """
     profile = os.environ.get("SSLKIT_PROFILE") or profile
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     names = {f.name for f in dataclasses.fields(Config)}
+    own = NOTEBOOK_VALUES.get(notebook, {}).get(profile, {}) if notebook else {}
+    overrides = {**own, **{k.lower(): v for k, v in overrides.items() if v is not None}}
     values = {**PROFILE_VALUES[profile], "profile": profile}
     extra = {}
     for key, value in overrides.items():
