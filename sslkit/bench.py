@@ -5,6 +5,7 @@ notebooks' results files), never from prose. Each benchmark records the machine 
 
     python -m sslkit.bench dataset     # shapes generation time and the calibration accuracies
     python -m sslkit.bench augment     # two views per image: lightly's PIL path vs the batched path
+    python -m sslkit.bench ssl_epoch   # one SimCLR epoch: sslkit's path vs lightly's DataLoader path
     python -m sslkit.bench --list
 """
 
@@ -117,6 +118,8 @@ def bench_augment(args) -> dict:
 @benchmark
 def bench_eval(args) -> dict:
     """Time to extract features, run kNN (k=200) and the linear probe on 10,000 + 2,000 images at 32 px."""
+    import os
+
     from .data import load_dataset
     from .evaluate import extract_features, knn_accuracy, linear_probe, random_init_backbone
 
@@ -132,7 +135,69 @@ def bench_eval(args) -> dict:
             "knn_s": round(knn_s, 2), "linear_probe_s": round(linear_s, 2),
             "total_s": round(extract_s + knn_s + linear_s, 2), "feature_dim": train_f.shape[1],
             "knn_random_init": knn, "linear_random_init": linear, "backbone": args.backbone,
-            "num_train": len(train), "num_test": len(test), "device": "cpu"}
+            "num_train": len(train), "num_test": len(test), "device": "cpu", "torch_threads": torch.get_num_threads(),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+@benchmark
+def bench_ssl_epoch(args) -> dict:
+    """One SimCLR epoch at 32 px, images/s: sslkit's path against lightly's example path, and their ratio.
+
+    sslkit's path: the uint8 images in memory, ``two_views`` on whole batches, ``sslkit.train.train``.
+    lightly's path (its ``examples/pytorch/simclr.py``): a torchvision-style dataset that makes a PIL image per
+    item, ``SimCLRTransform`` (lightly's CIFAR-10 settings) in a DataLoader with 2 workers, the same model,
+    loss and optimizer in a plain loop. Both train 10,000 images once, from the same initial weights."""
+    import os
+
+    from .augment import lightly_transform
+    from .config import make_config
+    from .data import load_dataset
+    from .methods import make_method
+    from .models import make_backbone
+    from .train import train
+
+    # notebook 02's lesson recipe: the same backbone, batch and image size on both paths
+    width, batch_size, temperature, image_size, num_workers = 8, 128, 0.2, 32, 2
+    cfg = make_config("lesson", backbone="resnet_tiny", batch_size=batch_size, num_epochs=1, warmup_epochs=0.0,
+                      image_size=image_size, device="cpu", seed=args.seed)
+    data = load_dataset("shapes", "unlabeled", n=cfg.num_unlabeled, image_size=image_size, seed=args.seed)
+
+    def simclr():
+        torch.manual_seed(args.seed)  # the same initial weights on both paths
+        backbone, dim = make_backbone("resnet_tiny", width=width)
+        return make_method("simclr", backbone, dim, temperature=temperature)
+
+    def sslkit_path():
+        history = train(simclr(), data, cfg, progress=False)
+        return history.steps * batch_size, history.final_loss
+
+    def lightly_path():  # lightly's examples/pytorch/simclr.py, on a torchvision-style dataset of PIL images
+        method = simclr()
+        pil_data = data.subset(torch.arange(len(data)))  # ImageData -> a PIL image per item, like CIFAR10
+        pil_data.transform = lightly_transform("simclr", image_size)  # SimCLRTransform(input_size=32, ...)
+        loader = torch.utils.data.DataLoader(pil_data, batch_size=batch_size, shuffle=True, drop_last=True,
+                                             num_workers=num_workers, generator=torch.Generator().manual_seed(0))
+        optimizer = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        seen, losses = 0, []
+        for (x0, x1), _ in loader:
+            loss = method.criterion(method(x0), method(x1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen, losses = seen + len(x0), losses + [loss.item()]
+        return seen, sum(losses[-10:]) / len(losses[-10:])
+
+    load_before = os.getloadavg()[0]
+    (n_sslkit, loss_sslkit), t_sslkit = _timed(sslkit_path)
+    (n_lightly, loss_lightly), t_lightly = _timed(lightly_path)  # includes starting the workers, as an epoch does
+    sslkit_ips, lightly_ips = n_sslkit / t_sslkit, n_lightly / t_lightly
+    return {"images_per_s_sslkit": round(sslkit_ips), "images_per_s_lightly": round(lightly_ips),
+            "ratio": round(sslkit_ips / lightly_ips, 2), "target_ratio": 2.0, "epoch_s_sslkit": round(t_sslkit, 1),
+            "epoch_s_lightly": round(t_lightly, 1), "final_loss_sslkit": round(loss_sslkit, 3),
+            "final_loss_lightly": round(loss_lightly, 3), "backbone": f"resnet_tiny(width={width})",
+            "batch_size": batch_size, "image_size": image_size, "num_images": len(data),
+            "lightly_num_workers": num_workers, "torch_threads": torch.get_num_threads(),
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def main(argv=None):

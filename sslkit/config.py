@@ -69,7 +69,11 @@ PROFILE_VALUES = {
 
 # what a notebook needs on top of the profile to fit its time budget: notebook -> profile -> values
 # (names that are not Config fields go to cfg.extra, e.g. a per-method time budget)
-NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {}
+NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
+    # two pretext trainings in minutes: small batches give more steps in the same time
+    "01_pretext": {"smoke": dict(time_budget_s=5.0, batch_size=64),
+                   "lesson": dict(backbone="resnet_tiny", time_budget_s=100.0, num_epochs=20, batch_size=64)},
+}
 
 
 def make_config(profile: str = "lesson", notebook: str | None = None, **overrides) -> Config:

@@ -139,8 +139,13 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         loss.backward()
         return loss
 
-    with torch.enable_grad():
-        optimizer.step(closure)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of small ops: threads only add overhead (and stall on a busy machine)
+    try:
+        with torch.enable_grad():
+            optimizer.step(closure)
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         pred = (x_test @ weight + bias).argmax(1)
     return (pred == test_labels).float().mean().item()

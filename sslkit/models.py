@@ -6,6 +6,9 @@ stride 1 and no max-pool): the ImageNet stem (7x7 conv, stride 2, max-pool) thro
 of a 32 px image in its first two layers, which costs a large part of the accuracy on small
 images (lightly issue #1419).
 
+``vit_tiny`` is torchvision's ``VisionTransformer`` cut down for a CPU: 32 px images in 4 px
+patches (an 8x8 grid of 64 tokens plus the class token); its features are the class token.
+
 >>> backbone, dim = make_backbone("resnet_tiny")
 >>> backbone(torch.zeros(2, 3, 32, 32)).shape == (2, dim)
 True
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
+from torchvision.models.vision_transformer import VisionTransformer
 
 
 class SmallResNet(nn.Module):
@@ -69,11 +73,131 @@ def _resnet18_cifar(in_channels: int = 3) -> nn.Module:
     return model
 
 
+class TinyViT(nn.Module):
+    """A small Vision Transformer (Dosovitskiy et al. 2021) whose features are the class token.
+
+    torchvision's ``VisionTransformer`` does the work (``self.vit``); lightly's
+    ``MaskedVisionTransformerTorchvision`` wraps it (``self.encoder``) so that MAE can feed it only
+    the visible patches (``encoder.encode(x, idx_keep=...)``), and initialises it as MAE does
+    (xavier-uniform linear layers, fixed 2-D sine-cosine position embeddings), the same for a
+    network trained from scratch. ``forward`` is torchvision's forward without the classifier.
+
+    Args:
+        image_size: side of the square input images, in pixels; a multiple of ``patch_size``.
+        patch_size: side of a patch; the image becomes (image_size / patch_size)**2 tokens.
+        hidden_dim: width of every token (D, the feature dimension); a multiple of ``num_heads``.
+        num_layers: number of transformer blocks.
+        num_heads: attention heads per block.
+        mlp_dim: hidden width of each block's MLP (None: 4 * hidden_dim, as in ViT-B).
+        in_channels: channels of the input images (3 for RGB).
+        pool: the feature: "cls" (the class token, as torchvision) or "mean" (the mean of the patch
+            tokens, MAE's choice for fine-tuning: MAE trains the patch tokens, not the class token).
+    Input: normalised images (B, in_channels, image_size, image_size). Output: (B, hidden_dim).
+
+    >>> vit = TinyViT(image_size=32, patch_size=4, hidden_dim=48, num_layers=1, num_heads=2)
+    >>> vit.grid_size, vit.num_patches, vit(torch.zeros(2, 3, 32, 32)).shape
+    (8, 64, torch.Size([2, 48]))
+    """
+
+    def __init__(self, image_size: int = 32, patch_size: int = 4, hidden_dim: int = 128, num_layers: int = 4,
+                 num_heads: int = 4, mlp_dim: int | None = None, in_channels: int = 3, pool: str = "cls"):
+        super().__init__()
+        from lightly.models.modules import MaskedVisionTransformerTorchvision
+
+        if patch_size < 1 or image_size < patch_size or image_size % patch_size:
+            divisors = [p for p in range(1, image_size + 1) if image_size % p == 0]
+            sizes = [patch_size * k for k in range(max(1, image_size // patch_size - 2), image_size // patch_size + 3)]
+            raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}: images are "
+                             f"cut into whole patches. With patch_size={patch_size} use image_size in "
+                             f"{', '.join(map(str, sizes))}, ...; for {image_size} px images use a patch_size "
+                             f"that divides it: {', '.join(map(str, divisors))}")
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim={hidden_dim} must be a multiple of num_heads={num_heads} (each head gets "
+                             f"hidden_dim / num_heads dimensions); e.g. hidden_dim={num_heads * (hidden_dim // num_heads + 1)}")
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"unknown pool {pool!r}; choose 'cls' (the class token) or 'mean' (mean of the patch tokens)")
+        self.image_size, self.patch_size, self.in_channels, self.pool = image_size, patch_size, in_channels, pool
+        self.grid_size = image_size // patch_size  # patches per side
+        self.num_patches = self.grid_size ** 2  # tokens per image, without the class token
+        vit = VisionTransformer(image_size=image_size, patch_size=patch_size, num_layers=num_layers,
+                                num_heads=num_heads, hidden_dim=hidden_dim, mlp_dim=mlp_dim or 4 * hidden_dim)
+        vit.heads = nn.Identity()  # no classifier: the class token is the feature
+        if in_channels != 3:
+            vit.conv_proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=patch_size, stride=patch_size)
+        self.encoder = MaskedVisionTransformerTorchvision(vit=vit)  # MAE's initialisation, masking support
+        self.feature_dim = hidden_dim
+
+    @property
+    def vit(self) -> VisionTransformer:
+        """The underlying torchvision ``VisionTransformer`` (its blocks: ``vit.encoder.layers``)."""
+        return self.encoder.vit
+
+    def check_input(self, x: torch.Tensor):
+        """Raise a ValueError that says how to fix images this ViT was not built for."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"this ViT was built for {self.in_channels}-channel images but got {x.shape[1]} "
+                             f"channels; convert the images (e.g. grayscale to RGB) or build it with "
+                             f"in_channels={x.shape[1]}")
+        if x.shape[2] != self.image_size or x.shape[3] != self.image_size:
+            raise ValueError(f"this ViT was built for {self.image_size}x{self.image_size} px images but got "
+                             f"{x.shape[2]}x{x.shape[3]}; resize the images (load_dataset(..., image_size="
+                             f"{self.image_size})) or build it with image_size={x.shape[2]} (a multiple of "
+                             f"patch_size={self.patch_size})")
+
+    def forward(self, x):
+        tokens = self.tokens(x)  # (B, 1 + N, D) after the final LayerNorm
+        return tokens[:, 0] if self.pool == "cls" else tokens[:, 1:].mean(1)  # (B, D)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """All output tokens (B, 1 + num_patches, D), the class token first."""
+        self.check_input(x)
+        return self.encoder.encode(x)
+
+    def cls_attention(self, x: torch.Tensor, per_head: bool = False) -> torch.Tensor:
+        """Where the class token looks in the last block: attention maps over the patch grid.
+
+        Runs the network once and re-runs the last block's attention on the same input with
+        ``need_weights=True`` (torchvision's blocks skip the weights for speed). Each map is the
+        class token's softmax row restricted to the patches, so a map sums to 1 minus the
+        attention the class token pays to itself.
+
+        Args:
+            x: normalised images (B, C, image_size, image_size).
+            per_head: True: one map per head (B, num_heads, h, w); False: their mean (B, h, w).
+
+        >>> vit = TinyViT(hidden_dim=48, num_layers=2, num_heads=3)
+        >>> vit.cls_attention(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 8, 8])
+        """
+        weights = self.last_attention(x)  # (B, heads, 1 + N, 1 + N)
+        maps = weights[:, :, 0, 1:].reshape(len(x), -1, self.grid_size, self.grid_size)  # (B, heads, h, w)
+        return maps if per_head else maps.mean(1)
+
+    def last_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's attention weights (B, num_heads, 1 + N, 1 + N); every row sums to 1."""
+        self.check_input(x)
+        block = self.vit.encoder.layers[-1]
+        saved = {}
+        handle = block.ln_1.register_forward_hook(lambda m, i, o: saved.__setitem__("y", o.detach()))
+        try:
+            with torch.no_grad():
+                self.encoder.encode(x)
+                y = saved["y"]  # (B, 1 + N, D): what the last attention layer attends over
+                _, weights = block.self_attention(y, y, y, need_weights=True, average_attn_weights=False)
+        finally:
+            handle.remove()
+        return weights
+
+
 # name -> (constructor, default keyword arguments); width and blocks can be overridden
 BACKBONES = {
     "resnet_tiny": (SmallResNet, {"width": 16, "blocks": (1, 1, 1, 1)}),  # ~0.3 M params, smoke tests
     "resnet_small": (SmallResNet, {"width": 32, "blocks": (1, 1, 1, 1)}),  # ~1.2 M params, CPU lessons
     "resnet18": (_resnet18_cifar, {}),  # 11 M params, the full profile on a GPU
+    "vit_tiny": (TinyViT, {"image_size": 32, "patch_size": 4, "hidden_dim": 128, "num_layers": 4,
+                           "num_heads": 4}),  # ~0.8 M params, 64 tokens of 4x4 px: MAE on a CPU
 }
 
 
@@ -81,8 +205,9 @@ def make_backbone(name: str, **overrides) -> tuple[nn.Module, int]:
     """Build a backbone by name; returns ``(backbone, feature_dim)``.
 
     Args:
-        name: one of ``BACKBONES`` ("resnet_tiny", "resnet_small", "resnet18").
-        overrides: e.g. ``width=24`` or ``blocks=(2, 2, 2, 2)`` for the small ResNets.
+        name: one of ``BACKBONES`` ("resnet_tiny", "resnet_small", "resnet18", "vit_tiny").
+        overrides: e.g. ``width=24`` or ``blocks=(2, 2, 2, 2)`` for the small ResNets;
+            ``image_size``, ``patch_size``, ``hidden_dim``, ``num_layers``, ``num_heads`` for the ViT.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
