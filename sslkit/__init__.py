@@ -9,7 +9,10 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.models``: backbones by name
 - ``sslkit.augment``: views (lightly transforms, and a batched path with per-sample randomness)
 - ``sslkit.methods``: SSL methods by name (SimCLR, MoCo, BYOL, SimSiam, DINO, MAE)
-- ``sslkit.evaluate``: feature extraction and kNN
+- ``sslkit.pretext``: pretext tasks (rotation, jigsaw)
+- ``sslkit.train``: the training loop every method shares, and the supervised baseline
+- ``sslkit.evaluate``: features, kNN, linear probe, baselines, representation diagnostics
+- ``sslkit.finetune``: classification metrics and label-efficiency subsets
 - ``sslkit.results``: results files
 - ``sslkit.checkpoint``: atomic checkpoints, safe loading, resume
 - ``sslkit.cam``: Grad-CAM glue for SSL backbones and scores against true masks
