@@ -73,6 +73,15 @@ NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
     # two pretext trainings in minutes: small batches give more steps in the same time
     "01_pretext": {"smoke": dict(time_budget_s=5.0, batch_size=64),
                    "lesson": dict(backbone="resnet_tiny", time_budget_s=100.0, num_epochs=20, batch_size=64)},
+    # the best SimCLR recipe measured so far (notebook 02): narrow ResNet, batch 128, big crops, grey views
+    "02_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0, sweep_budget_s=1.5,
+                                     temperatures=(0.1, 0.2), batch_sizes=(64, 128)),
+                       "lesson": dict(backbone="resnet_tiny", width=8, time_budget_s=300.0, num_epochs=30,
+                                      batch_size=128, lr=5e-3, sweep_budget_s=60.0),
+                       "full": dict(sweep_budget_s=1800.0)},
+    "03_non_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0),
+                           "lesson": dict(backbone="resnet_tiny", width=8, time_budget_s=300.0, num_epochs=30,
+                                          batch_size=128, lr=5e-3)},
 }
 
 
