@@ -99,14 +99,16 @@ class MAE(nn.Module):
         mask_ratio: fraction of patches hidden from the encoder, in (0, 1) (paper: 0.75).
         norm_pix_loss: predict each patch standardised by its own mean and variance (paper: True).
         decoder_dim, decoder_depth, decoder_heads: width, blocks and heads of the decoder (the
-            paper's is 512 wide and 8 deep for ViT-L; a light decoder is one of its findings).
-        crop_scale: area range of the random resized crop applied before masking (the paper:
-            (0.2, 1.0)) with a random flip; None: flips only.
+            paper's is 512 wide and 8 deep for ViT-L; a light decoder is one of its findings, and
+            here it decides the speed: the decoder runs on all 65 tokens, the encoder on 17).
+        crop_scale: area range of a random resized crop applied before masking, with a random
+            flip (the paper: (0.2, 1.0), for hundreds of epochs); None: flips only (the default,
+            the setting measured for a few CPU minutes of training).
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int | None = None, mask_ratio: float = 0.75,
-                 norm_pix_loss: bool = True, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
-                 crop_scale: tuple[float, float] | None = (0.2, 1.0)):
+                 norm_pix_loss: bool = True, decoder_dim: int = 64, decoder_depth: int = 1, decoder_heads: int = 4,
+                 crop_scale: tuple[float, float] | None = None):
         super().__init__()
         if not isinstance(backbone, TinyViT):
             raise ValueError(f"MAE needs a ViT backbone (make_backbone('vit_tiny')) whose encoder can skip the "
@@ -123,7 +125,7 @@ class MAE(nn.Module):
                                   out_dim=out_dim, dropout=0.0, attention_dropout=0.0)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))  # stands in for every hidden patch
         nn.init.normal_(self.mask_token, std=0.02)
-        self.params = None if crop_scale is None else AugmentParams(
+        self.view_params = None if crop_scale is None else AugmentParams(
             image_size=backbone.image_size, crop_scale=tuple(crop_scale), color_jitter_prob=0.0, grayscale_prob=0.0)
 
     def random_mask(self, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,10 +153,10 @@ class MAE(nn.Module):
 
     def views(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> normalised float views: random resized crop and flip (or flips only)."""
-        if self.params is None:
+        if self.view_params is None:
             flip = torch.rand(len(images), device=images.device) < 0.5
             return to_float(torch.where(flip[:, None, None, None], images.flip(-1), images))
-        return augment(images, self.params)
+        return augment(images, self.view_params)
 
     def training_step(self, images: torch.Tensor, labels=None) -> torch.Tensor:
         self.backbone.check_input(images)  # before the crop, which would resize any size to the ViT's
@@ -231,15 +233,27 @@ def accuracy(model: nn.Module, data: ImageData, batch_size: int = 512) -> float:
     return correct / len(data)
 
 
-def finetune(backbone: nn.Module, labeled: ImageData, test: ImageData, cfg: Config, **kwargs) -> tuple[float, History]:
+def finetune(backbone: nn.Module, labeled: ImageData, test: ImageData, cfg: Config, pool: str | None = "mean",
+             **kwargs) -> tuple[float, History]:
     """Train the whole ``backbone`` (in place) and a new linear head on ``labeled``; test accuracy.
 
     The same recipe for MAE's weights and for a fresh ``make_backbone("vit_tiny")`` (from scratch),
     so the difference between the two is what pre-training bought: ``sslkit.train.Supervised``
     (cross-entropy, flips and small translations) run by ``sslkit.train.train`` with ``cfg``'s
-    epochs, lr, weight decay and time budget. ``kwargs`` go to ``train`` (``progress``, ``live_plot``).
+    epochs, lr, weight decay and time budget.
+
+    Args:
+        backbone, labeled, test, cfg: the network, the labeled training images, the test images
+            and the training settings.
+        pool: sets a ``TinyViT``'s feature to "mean" (the mean patch token, as MAE fine-tunes: the
+            class token gets almost no training signal from MAE) or "cls"; None leaves it as it is.
+        kwargs: go to ``train`` (``progress``, ``live_plot``, ``monitor``).
     Returns ``(accuracy on test, History)``.
     """
+    if pool is not None and isinstance(backbone, TinyViT):
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"unknown pool {pool!r}; choose 'cls', 'mean' or None (keep the backbone's)")
+        backbone.pool = pool
     model = Supervised(backbone, labeled.num_classes)
     history = train(model, labeled, cfg, **kwargs)
     return accuracy(model, test), history
