@@ -107,13 +107,14 @@ def simclr_views(images: torch.Tensor, crop_scale: float = 0.25, color_jitter: f
         blur: probability of a Gaussian blur. grayscale: probability of turning grey.
     Returns: two float tensors (N, 3, H, W) in [0, 1], the views x0 and x1.
     """
-    from lightly.transforms import SimCLRTransform
     from torchvision.transforms.v2.functional import to_pil_image
 
-    size = images.shape[-1]
-    transform = SimCLRTransform(input_size=size, cj_strength=color_jitter, cj_prob=0.8 if color_jitter > 0 else 0.0,
-                                min_scale=crop_scale, random_gray_scale=grayscale, gaussian_blur=blur,
-                                sigmas=(0.1, 1.0), normalize=None)
+    from .augment import lightly_transform
+
+    transform = lightly_transform("simclr", images.shape[-1], cj_strength=color_jitter,
+                                  cj_prob=0.8 if color_jitter > 0 else 0.0, min_scale=crop_scale,
+                                  random_gray_scale=grayscale, gaussian_blur=blur, sigmas=(0.1, 1.0),
+                                  normalize=None)  # [0, 1] views, for showing
     torch.manual_seed(seed)  # torchvision's random transforms draw from torch's global generator
     pairs = [transform(to_pil_image(img)) for img in images]
     x0 = torch.stack([p[0] for p in pairs])
