@@ -159,3 +159,64 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
         except CheckpointError:
             continue
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# trained models shared between notebooks: notebook 02 saves its SimCLR backbone, notebooks 06
+# and 07 load it when present instead of training again
+
+
+def model_path(name: str, profile: str, folder: str | Path = "checkpoints") -> Path:
+    """Where ``save_model`` keeps model ``name`` trained at ``profile``: ``folder/<name>.<profile>.pt``."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"model name {name!r} may hold only letters, digits, '_', '-' and '.'")
+    return Path(folder) / f"{name}.{profile}.pt"
+
+
+def save_model(name: str, model, cfg, metrics: dict | None = None, folder: str | Path = "checkpoints") -> Path:
+    """Save a trained ``model`` (e.g. a backbone) under ``name`` for later notebooks, atomically.
+
+    ``cfg`` (a ``Config``) is stored with it, so ``load_model`` can refuse weights trained with
+    another backbone or profile. ``metrics`` (e.g. {"knn": 0.71}) travel along for the reader.
+
+    >>> import tempfile, torch, sslkit
+    >>> folder, cfg = tempfile.mkdtemp(), sslkit.make_config("smoke")
+    >>> save_model("demo", torch.nn.Linear(2, 2), cfg, {"knn": 0.5}, folder=folder).name
+    'demo.smoke.pt'
+    >>> load_model("demo", torch.nn.Linear(2, 2), cfg, folder=folder)["metrics"]
+    {'knn': 0.5}
+    >>> load_model("other", torch.nn.Linear(2, 2), cfg, folder=folder) is None
+    True
+    """
+    path = model_path(name, cfg.profile, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "config": {**cfg.to_dict(), "extra": {k: v for k, v in cfg.extra.items()
+                                                                                 if isinstance(v, (int, float, str, bool))}},
+             "metrics": dict(metrics or {})}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(name: str, model, cfg, folder: str | Path = "checkpoints") -> dict | None:
+    """Load the weights ``save_model`` saved under ``name`` at ``cfg.profile`` into ``model``.
+
+    Returns the saved state (with ``config`` and ``metrics``), or None when there is no such file
+    (the notebook then trains the model itself). A file from another architecture raises
+    ``CheckpointError`` naming the mismatched keys; a corrupt one raises ``CheckpointError``.
+    """
+    path = model_path(name, cfg.profile, folder)
+    if not path.exists():
+        return None
+    state = _read(path)
+    _check_compatible(model, state["model"], path, state.get("config", {}))
+    model.load_state_dict(state["model"])
+    return state

@@ -74,6 +74,47 @@ def lr_at(progress: float, lr: float, warmup_fraction: float) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
 
 
+OPTIMIZERS = ("adamw", "sgd")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def make_optimizer(method: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """The optimizer ``train`` uses: AdamW (default) or SGD with momentum, from ``cfg``.
+
+    Knobs in ``cfg.extra``: ``optimizer`` ("adamw" or "sgd"), ``betas`` (AdamW, default (0.9, 0.999);
+    MAE uses (0.9, 0.95)), ``momentum`` (SGD, default 0.9), ``lr_schedule`` ("cosine" after warm-up,
+    or "constant" after warm-up). A method may define ``param_groups()`` returning torch parameter
+    groups; a group's ``lr_scale`` multiplies the scheduled learning rate (fine-tuning gives the
+    backbone a smaller one than the head) and its ``weight_decay`` replaces ``cfg.weight_decay``.
+
+    >>> import sslkit
+    >>> cfg = sslkit.make_config("smoke", optimizer="sgd", momentum=0.8)
+    >>> make_optimizer(torch.nn.Linear(2, 2), cfg).defaults["momentum"]
+    0.8
+    """
+    name = cfg.extra.get("optimizer", "adamw")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    schedule = cfg.extra.get("lr_schedule", "cosine")
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
+    if hasattr(method, "param_groups"):
+        groups = [dict(g) for g in method.param_groups()]
+        for g in groups:
+            g["params"] = [p for p in g["params"] if p.requires_grad]
+        groups = [g for g in groups if g["params"]]
+    else:
+        groups = [{"params": [p for p in method.parameters() if p.requires_grad]}]
+        groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError(f"{type(method).__name__} has no trainable parameters; did you freeze the backbone?")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.extra.get("momentum", 0.9),
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             betas=tuple(cfg.extra.get("betas", (0.9, 0.999))))
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global generators (CPU and GPU) and return a CPU generator for shuffling."""
     torch.manual_seed(seed)
@@ -141,10 +182,7 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
     device = resolve_device(cfg.device)
     generator = seed_everything(cfg.seed)
     method.to(device).train()
-    params = [p for p in method.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"{type(method).__name__} has no trainable parameters; did you freeze the backbone?")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(method, cfg)
 
     n = len(data)
     batch_size = min(cfg.batch_size, n)
@@ -152,6 +190,7 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
     total_steps = steps_per_epoch * cfg.num_epochs
     warmup_fraction = min(cfg.warmup_epochs / cfg.num_epochs, 1.0)
     budget = cfg.time_budget_s
+    schedule = cfg.extra.get("lr_schedule", "cosine")
     history = History()
     state = [t for t in method.state_dict().values() if t.is_floating_point()]
     good = [t.detach().clone() for t in state]  # the weights of the last step whose loss was finite
@@ -170,9 +209,10 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
                 p = max(history.steps / total_steps, elapsed / budget if budget else 0.0)
                 if budget and elapsed >= budget:
                     break
-                lr = lr_at(p, cfg.lr, warmup_fraction)
+                lr = lr_at(p, cfg.lr, warmup_fraction) if schedule == "cosine" else \
+                    cfg.lr * min(1.0, p / warmup_fraction if warmup_fraction else 1.0)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 idx = order[i * batch_size:(i + 1) * batch_size]
                 images = data.images[idx].to(device, non_blocking=True)
                 labels = data.labels[idx].to(device, non_blocking=True)
