@@ -82,6 +82,12 @@ NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
     "03_non_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0),
                            "lesson": dict(backbone="resnet_tiny", width=8, time_budget_s=300.0, num_epochs=30,
                                           batch_size=128, lr=5e-3)},
+    # each notebook's owner edits only its own entry below
+    "04_masked": {"smoke": dict(), "lesson": dict()},
+    "05_scaling": {"smoke": dict(), "lesson": dict()},
+    "06_gradcam": {"smoke": dict(), "lesson": dict()},
+    "07_finetune": {"smoke": dict(), "lesson": dict()},
+    "08_your_data": {"smoke": dict(), "lesson": dict()},
 }
 
 
