@@ -328,17 +328,18 @@ def evaluate_backbone(backbone: nn.Module, train_data: ImageData, test_data: Ima
 
 
 def baselines(train_data: ImageData, test_data: ImageData, backbone: str = "resnet_small", seed: int = 0,
-              k: int = 200, temperature: float = 0.1) -> dict:
+              k: int = 200, temperature: float = 0.1, **overrides) -> dict:
     """The two reference points every method must beat, evaluated like a trained backbone.
 
     ``*_raw_pixels``: the normalised pixels themselves; ``*_random_init``: an untrained backbone of
-    architecture ``backbone`` (random weights from ``seed``). Returns knn, linear, std, uniformity
-    (and alignment for the backbone) with those suffixes.
+    architecture ``backbone`` (random weights from ``seed``; ``overrides`` such as ``width=8`` go to
+    ``make_backbone``, so the baseline has the trained model's exact architecture). Returns knn,
+    linear, std, uniformity (and alignment for the backbone) with those suffixes.
     """
     _check_labeled(train_data, "training")
     _check_labeled(test_data, "test")
     metrics = evaluate_features(raw_pixels(train_data), train_data.labels, raw_pixels(test_data), test_data.labels,
                                 "raw_pixels", k, temperature)
-    metrics.update(evaluate_backbone(random_init_backbone(backbone, seed), train_data, test_data, "random_init",
+    metrics.update(evaluate_backbone(random_init_backbone(backbone, seed, **overrides), train_data, test_data, "random_init",
                                      k=k, temperature=temperature, seed=seed))
     return metrics

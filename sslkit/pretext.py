@@ -79,16 +79,28 @@ def rotate(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 class Rotation(PretextTask):
     """Predict the rotation (0, 90, 180, 270 degrees) applied to the image (Gidaris et al. 2018).
 
-    Each image in a batch gets one rotation drawn at random; a linear head on the backbone's
-    features predicts it. Target k means "turned by k * 90 degrees counter-clockwise".
+    A linear head on the backbone's features predicts the turn. Target k means "turned by
+    k * 90 degrees counter-clockwise". With ``all_rotations=True`` (the paper's choice) every image
+    of a batch appears in all four turns at once (the step sees 4B inputs), so the network must
+    tell apart four versions of the *same* image and cannot lean on what the image shows; with
+    ``False`` each image gets one turn drawn at random.
     """
 
     num_targets = 4
 
-    def __init__(self, backbone: nn.Module, feature_dim: int | None = None):
+    def __init__(self, backbone: nn.Module, feature_dim: int | None = None, all_rotations: bool = True):
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(feature_dim or backbone.feature_dim, self.num_targets)
+        self.all_rotations = all_rotations
+
+    def training_step(self, images: torch.Tensor, labels=None) -> torch.Tensor:
+        if not self.all_rotations:
+            return super().training_step(images, labels)
+        b = len(images)
+        targets = torch.arange(4, device=images.device).repeat_interleave(b)  # (4B,): 0...0 1...1 2...2 3...3
+        logits = self(self.make_inputs(images.repeat(4, 1, 1, 1), targets))  # (4B, 4)
+        return F.cross_entropy(logits, targets)
 
     def make_inputs(self, images, targets):
         return to_float(rotate(images, targets))  # (B, 3, H, W)

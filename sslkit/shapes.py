@@ -1,7 +1,7 @@
 """The default dataset: procedurally generated shapes, made from a seed, offline.
 
 Every image holds one object whose *shape* is the class (10 shapes). Everything else is a
-nuisance drawn at random per image: the object's colour, position, scale and rotation, the
+nuisance drawn at random per image: the object's colour, position, scale and tilt (up to 30 degrees), the
 background (a flat colour with noise and a soft gradient) and small distractors (dots and
 thin lines). Because colour and position say nothing about the class, raw pixels and a random
 network classify it poorly, while a model that has learned *shape* classifies it well: just
@@ -29,7 +29,10 @@ from pathlib import Path
 
 import torch
 
-GENERATOR_VERSION = 1  # bump when a change alters the pixels; the cache is keyed by it
+GENERATOR_VERSION = 2  # bump when a change alters the pixels; the cache is keyed by it
+# v2: objects stand roughly upright (tilted by at most MAX_TILT) instead of any rotation, as objects in
+# photos do; a dataset without an "up" leaves rotation prediction (notebook 01) nothing to learn
+MAX_TILT = math.pi / 6  # radians: each object is rotated by a uniform angle in [-30 deg, +30 deg]
 CLASSES = ("circle", "ring", "square", "triangle", "plus", "star", "crescent", "heart", "L", "T")
 SPLITS = ("unlabeled", "train", "test", "shifted")
 _SPLIT_OFFSET = {name: i + 1 for i, name in enumerate(SPLITS)}
@@ -231,7 +234,7 @@ def make_shapes(split: str = "train", n: int = 1000, image_size: int = 32, seed:
     margin = radius * 0.9
     cx = margin + torch.rand(n, generator=g) * (size - 2 * margin)
     cy = margin + torch.rand(n, generator=g) * (size - 2 * margin)
-    angle = _uniform(g, n, 0, 2 * math.pi)
+    angle = _uniform(g, n, -MAX_TILT, MAX_TILT)
 
     # pixel centres -> object frame: p = R(-angle) (x - c) / radius, y pointing up
     coords = torch.arange(size, dtype=torch.float32) + 0.5
