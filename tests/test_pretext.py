@@ -154,3 +154,16 @@ def test_jigsaw_can_show_the_whole_puzzle_to_the_backbone(images):
     assert torch.equal(x, sslkit.to_float(task.shuffled_images(images, targets)))
     assert task(x).shape == (64, 24)
     assert hamming_permutations(4, 24).unique(dim=0).shape == (24, 4)  # 2x2: every permutation
+
+
+def test_all_rotations_scores_every_turn_of_every_image(images):
+    """all_rotations=True: the loss is the cross-entropy over the four turns of each image, in one step."""
+    torch.manual_seed(0)
+    task = Rotation(*sslkit.make_backbone("resnet_tiny", width=8)).eval()
+    x = images[:3]
+    expected = torch.stack([
+        torch.nn.functional.cross_entropy(task(task.make_inputs(x, torch.full((3,), k))), torch.full((3,), k))
+        for k in range(4)]).mean()
+    assert torch.allclose(task.training_step(x), expected, atol=1e-5)
+    one = Rotation(*sslkit.make_backbone("resnet_tiny", width=8), all_rotations=False).eval()
+    assert one.training_step(x).ndim == 0
