@@ -34,6 +34,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be used (corrupt, unsafe, or from another model); the message says why."""
 
 
+def rng_state() -> dict:
+    """This process's random state (torch CPU, CUDA if present, Python's ``random``), for a checkpoint.
+
+    ``train`` takes it at the start of every step, so a run interrupted mid-step is saved as it was
+    before that step and resumes with exactly the random crops it would have drawn.
+    """
+    return _rng_state()
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a state from ``rng_state`` (what ``load_checkpoint(restore_rng=True)`` does)."""
+    _set_rng_state(state)
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -57,16 +71,19 @@ def checkpoints_in(folder: str | Path) -> list[Path]:
 
 
 def save_checkpoint(folder: str | Path, *, model, optimizer=None, scheduler=None, epoch: int = 0, step: int = 0,
-                    config: dict | None = None, extra: dict | None = None, keep_last: int | None = 3) -> Path:
+                    config: dict | None = None, extra: dict | None = None, keep_last: int | None = 3,
+                    rng: dict | None = None) -> Path:
     """Write ``folder/epoch-NNNN.pt`` atomically and keep only the ``keep_last`` newest (None: all).
 
     ``config`` should name what the weights belong to (method, backbone): loading into another
-    model then fails with the mismatched keys and shapes.
+    model then fails with the mismatched keys and shapes. ``rng``: the random state to store
+    (from ``rng_state()``; None: the current one). ``extra`` may hold tensors, numbers, strings
+    and lists/dicts of them (what weights-only loading accepts).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "epoch": epoch, "step": step, "config": dict(config or {}),
-             "rng": _rng_state(), "extra": dict(extra or {})}
+             "rng": rng if rng is not None else _rng_state(), "extra": dict(extra or {})}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:

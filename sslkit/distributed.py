@@ -15,12 +15,17 @@ Contrastive losses also need negatives from the other processes: lightly's losse
 (``NTXentLoss(gather_distributed=True)``), with gradients flowing back to the process that made
 them. BatchNorm statistics stay per process unless converted to ``SyncBatchNorm`` (GPU only).
 
+Every process takes ``batch_size`` images a step, so the global batch is ``batch_size`` times the
+number of processes; ``scale_lr`` (``--set lr_scaling=linear`` or ``sqrt``) raises the learning rate
+with it. ``tests/test_distributed.py`` checks that two processes with batch B compute the loss and
+gradients (and, through ``sslkit.train.train``, the updates) of one process with batch 2B.
+
 Commands (the same script on one CPU, many GPUs, many nodes):
 
-    torchrun --nproc_per_node=2 -m sslkit.train --method simclr --profile smoke          # 2 CPU processes
-    torchrun --nproc_per_node=8 -m sslkit.train --method simclr --profile full           # 8 GPUs, one node
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
-        -m sslkit.train --method simclr --profile full                                   # on each of 2 nodes
+    torchrun --nproc_per_node=2 -m sslkit.train simclr --profile smoke --device cpu   # 2 CPU processes (gloo)
+    torchrun --nproc_per_node=8 -m sslkit.train simclr --profile full                 # 8 GPUs, one node (NCCL)
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 --rdzv-id=run1 \\
+        -m sslkit.train simclr --profile full                                         # on each of 2 nodes
 
 >>> info = init_distributed("cpu")      # not under torchrun: one process
 >>> info.rank, info.world_size, info.is_main

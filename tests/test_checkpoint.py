@@ -98,3 +98,17 @@ def test_full_disk_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
         save_checkpoint(tmp_path, model=model, epoch=2)
     assert first.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["epoch-0001.pt"]
+
+
+def test_a_given_random_state_is_the_one_saved(tmp_path):
+    """train() saves the state from the start of an interrupted step, not the one the step left behind."""
+    from sslkit.checkpoint import rng_state, set_rng_state
+    torch.manual_seed(0)
+    before = rng_state()
+    expected = torch.rand(3)  # what the interrupted step drew
+    path = save_checkpoint(tmp_path, model=_model(), epoch=1, rng=before)
+    torch.rand(5)
+    load_checkpoint(path)
+    assert torch.equal(torch.rand(3), expected)
+    set_rng_state(before)
+    assert torch.equal(torch.rand(3), expected)

@@ -2,18 +2,23 @@
 
 BatchNorm couples the samples of a batch and is per process on CPUs (SyncBatchNorm needs GPUs),
 so BatchNorm layers run in eval mode here: what is tested is the distributed glue itself, i.e.
-negatives gathered across processes (lightly's gather_distributed) and DDP's gradient averaging.
+negatives gathered across processes (lightly's gather_distributed) and DDP's gradient averaging,
+first for one loss and backward, then through ``sslkit.train.train`` (sharded epochs, two SGD steps).
 """
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from sslkit.config import make_config
+from sslkit.data import ImageData, to_float
 from sslkit.distributed import DistInfo, ddp_step, init_distributed, scale_lr, shard
 from sslkit.methods import make_method
 from sslkit.models import make_backbone
+from sslkit.train import train
 
 B = 8  # per-process batch
 
@@ -39,18 +44,24 @@ def _grads(method):
     return {n: p.grad.detach().clone() for n, p in method.named_parameters() if p.grad is not None}
 
 
-def _worker(rank, name, port, out):
+def _worker(rank, port, out):
+    """Process ``rank`` of 2: the loss and gradients of half the batch for each method (rank 0 saves them)."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    method = _build(name)
-    x0, x1 = _views()
-    step = ddp_step(method, DistInfo(rank, 2, rank, torch.device("cpu")), "loss")
-    loss = step(x0[rank * B:(rank + 1) * B], x1[rank * B:(rank + 1) * B])
-    loss.backward()
-    total = loss.detach().clone()
-    dist.all_reduce(total)
+    found = {}
+    for name in ("simclr", "byol"):
+        method = _build(name)
+        x0, x1 = _views()
+        step = ddp_step(method, DistInfo(rank, 2, rank, torch.device("cpu")), "loss")
+        loss = step(x0[rank * B:(rank + 1) * B], x1[rank * B:(rank + 1) * B])
+        loss.backward()
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        found[name] = {"loss": total / 2, "grads": _grads(method)}
+    found["loop"] = _train_loop(rank)
+    found["resume"] = _resume(rank, Path(out).parent / "run")
     if rank == 0:
-        torch.save({"loss": total / 2, "grads": _grads(method)}, out)
+        torch.save(found, out)
     dist.destroy_process_group()
 
 
@@ -60,12 +71,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", ["simclr", "byol"])
-def test_two_processes_match_one_process_with_the_whole_batch(name, tmp_path):
-    out = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(name, _free_port(), str(out)), nprocs=2, join=True)
-    two = torch.load(out, weights_only=True)
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """What two gloo processes computed (one spawn for every test below: starting processes is slow)."""
+    out = tmp_path_factory.mktemp("ddp") / "rank0.pt"
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
 
+
+@pytest.mark.parametrize("name", ["simclr", "byol"])
+def test_two_processes_match_one_process_with_the_whole_batch(name, two_processes):
+    two = two_processes[name]
     method = _build(name)
     x0, x1 = _views()
     loss = method.loss(x0, x1)
@@ -87,3 +103,85 @@ def test_single_process_helpers():
     assert scale_lr(0.1, 512, 256) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="choose one of: linear, sqrt"):
         scale_lr(0.1, 512, rule="cubic")
+
+
+# ----------------------------------------------------------------------------------------------
+# the same through the training loop: sharded epochs, DDP, gathered negatives, the reduced loss
+
+N = 4 * B  # images: 2 steps of 2B in one process, 2 steps of B in each of two
+
+
+class FixedViews(torch.nn.Module):
+    """A method's loss on views without randomness (the image and its mirror image), BatchNorm frozen,
+    so that one process and two compute the very same thing."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    @property
+    def backbone(self):
+        return self.method.backbone
+
+    def training_step(self, images, labels):
+        x = to_float(images)
+        return self.method.loss(x, x.flip(-1))
+
+    def on_step_end(self, step, total_steps):
+        if hasattr(self.method, "on_step_end"):
+            self.method.on_step_end(step, total_steps)
+
+    def train(self, mode=True):
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+
+def _loop_cfg(batch_size):
+    return make_config("smoke", num_epochs=1, batch_size=batch_size, lr=0.05, warmup_epochs=0.0, optimizer="sgd",
+                       time_budget_s=None, device="cpu", seed=0)
+
+
+def _data():
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (N, 3, 16, 16), dtype=torch.uint8, generator=g)
+    return ImageData(images, torch.full((N,), -1), [], "random", "unlabeled")
+
+
+def _train_loop(rank):
+    found = {}
+    for name in ("simclr", "byol"):
+        method = FixedViews(_build(name))
+        history = train(method, _data(), _loop_cfg(B), progress=False,
+                        dist_info=DistInfo(rank, 2, rank, torch.device("cpu")))
+        found[name] = {"losses": history.losses, "state": method.state_dict()}
+    return found
+
+
+@pytest.mark.parametrize("name", ["simclr", "byol"])
+def test_training_loop_on_two_processes_matches_one_process_with_the_whole_batch(name, two_processes):
+    two = two_processes["loop"][name]
+    method = FixedViews(_build(name))
+    history = train(method, _data(), _loop_cfg(2 * B), progress=False)
+    assert len(history.losses) == 2
+    assert two["losses"] == pytest.approx(history.losses, rel=1e-5)
+    for key, value in method.state_dict().items():
+        assert torch.allclose(value, two["state"][key], atol=1e-5, rtol=1e-4), key
+
+
+def _resume(rank, run_dir):
+    """Stopped after 1 step and resumed on 2 processes: every process continues with its own random views."""
+    info = DistInfo(rank, 2, rank, torch.device("cpu"))
+    full = train(full_method := _build("simclr"), _data(), _loop_cfg(B), progress=False, dist_info=info)
+    first = train(_build("simclr"), _data(), _loop_cfg(B), progress=False, dist_info=info, run_dir=run_dir, max_steps=1)
+    resumed = train(method := _build("simclr"), _data(), _loop_cfg(B), progress=False, dist_info=info, run_dir=run_dir)
+    return {"first_steps": first.steps, "resumed_from": resumed.resumed_from_step,
+            "same_losses": resumed.losses == full.losses,
+            "same_weights": all(torch.equal(a, b) for a, b in zip(method.state_dict().values(),
+                                                                   full_method.state_dict().values()))}
+
+
+def test_a_run_on_two_processes_resumes_exactly(two_processes):
+    assert two_processes["resume"] == {"first_steps": 1, "resumed_from": 1, "same_losses": True, "same_weights": True}

@@ -1,6 +1,7 @@
 """The shared training loop: seeding, schedule, time budget, NaN guard, monitoring, supervised training."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,3 +147,160 @@ def test_supervised_learns_and_refuses_unlabeled_data(data):
     unlabeled = sslkit.load_dataset("shapes", "unlabeled", n=32, seed=0)
     with pytest.raises(ValueError, match="needs labels"):
         fit_supervised(backbone, unlabeled, cfg(), progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints and resume: an interrupted run, resumed, ends exactly where an uninterrupted one does
+
+def simclr(seed=0):
+    torch.manual_seed(seed)
+    backbone, dim = sslkit.make_backbone("resnet_tiny", width=4)
+    return sslkit.methods.make_method("simclr", backbone, dim, hidden_dim=32, out_dim=16)
+
+
+def ssl_cfg(**kw):
+    # 64 images: 4 steps per epoch
+    return cfg(**{"num_epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1.0, **kw})
+
+
+def _stop_at(step):
+    def callback(history):
+        if history.steps == step:
+            raise KeyboardInterrupt  # what the stop button does, at a step of our choosing
+    return callback
+
+
+@pytest.fixture(scope="module")
+def small():
+    return sslkit.load_dataset("shapes", "unlabeled", n=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small):
+    method = simclr()
+    history = train(method, small, ssl_cfg(), progress=False)
+    return history, method.state_dict()
+
+
+@pytest.mark.parametrize("stop", [3, 4, "mid-step"])
+def test_interrupted_run_resumes_to_the_same_result(small, uninterrupted, tmp_path, stop):
+    """Weights, optimizer, BatchNorm statistics, the shuffled order and the random crops all continue."""
+    full, weights = uninterrupted
+    if stop == "mid-step":  # interrupted inside the 6th step, after its views were drawn
+        method, calls = simclr(), []
+        step = method.training_step
+
+        def training_step(images, labels):
+            calls.append(1)
+            loss = step(images, labels)
+            if len(calls) == 6:
+                raise KeyboardInterrupt
+            return loss
+        method.training_step = training_step
+        first = train(method, small, ssl_cfg(), progress=False, run_dir=tmp_path)
+        assert first.steps == 5
+    else:
+        first = train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path, callback=_stop_at(stop))
+        assert first.steps == stop
+    assert first.stopped_early and first.stop_reason == "interrupted" and "to resume" in first.message
+    assert first.checkpoint and Path(first.checkpoint).exists()
+
+    method = simclr(seed=1)  # other initial weights and random state: all of it comes from the checkpoint
+    resumed = train(method, small, ssl_cfg(), progress=False, run_dir=tmp_path)
+    assert resumed.resumed_from_step == first.steps and resumed.steps == full.steps == 12
+    assert resumed.losses == full.losses and resumed.lrs == full.lrs
+    assert not resumed.stopped_early and resumed.epochs == 3.0
+    for name, value in method.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+
+
+def test_finished_run_rerun_changes_nothing_and_max_steps_is_a_planned_stop(small, tmp_path):
+    history = train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path, max_steps=5)
+    assert history.steps == 5 and history.stop_reason == "max steps"
+    history = train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path)
+    assert history.steps == 12 and history.resumed_from_step == 5
+    again = train(method := simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path)
+    assert again.steps == 12 and again.losses == history.losses and not again.stopped_early
+    assert [p.name for p in sorted(tmp_path.glob("epoch-*.pt"))] == ["epoch-0001.pt", "epoch-0002.pt", "epoch-0003.pt"]
+
+
+def test_resume_refuses_another_config_or_method(small, tmp_path):
+    from sslkit.checkpoint import CheckpointError
+    train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path, max_steps=2)
+    with pytest.raises(CheckpointError, match=r"another config: lr: 0.003 there, 0.001 now.*new run_dir"):
+        train(simclr(), small, ssl_cfg(lr=1e-3), progress=False, run_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="method: 'SimCLR' there, 'Supervised' now"):
+        train(supervised(), small, ssl_cfg(), progress=False, run_dir=tmp_path)
+    # what may change: the device, compile, channels_last, keep_last
+    h = train(simclr(), small, ssl_cfg(channels_last=True, keep_last=1), progress=False, run_dir=tmp_path)
+    assert h.resumed_from_step == 2 and h.steps == 12 and len(list(tmp_path.glob("epoch-*.pt"))) == 1
+
+
+def test_sigterm_saves_and_stops_cleanly(small, tmp_path):
+    import os
+    import signal
+
+    def callback(history):
+        if history.steps == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # a job scheduler's notice
+    h = train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path, callback=callback)
+    assert h.stop_reason == "SIGTERM" and h.steps == 2 and h.checkpoint.endswith("epoch-0001.pt")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
+def test_speed_options_train_and_bad_values_are_clear(small):
+    for knobs in (dict(precision="bf16"), dict(accumulate=2), dict(channels_last=False),
+                  dict(lr_scaling="sqrt", base_batch_size=64)):
+        h = train(simclr(), small, ssl_cfg(num_epochs=1, **knobs), progress=False)
+        assert h.steps == 4 and all(math.isfinite(x) for x in h.losses), knobs
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose one of: fp32, bf16, fp16"):
+        train(simclr(), small, ssl_cfg(precision="fp8"), progress=False)
+    with pytest.raises(ValueError, match="not a multiple of accumulate=3"):
+        train(simclr(), small, ssl_cfg(accumulate=3), progress=False)
+    with pytest.raises(ValueError, match="unknown lr_scaling 'cube'"):
+        train(simclr(), small, ssl_cfg(lr_scaling="cube"), progress=False)
+
+
+def test_accumulation_sums_the_gradients_of_the_chunks(data):
+    """Without BatchNorm coupling the samples, 2 chunks of 16 give the update of 1 batch of 32."""
+    def model():
+        torch.manual_seed(0)
+        backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 8))
+        backbone.feature_dim = 8
+        return Supervised(backbone, 10, max_shift=0)
+    runs = []
+    for k in (1, 2):
+        m = model()
+        torch.manual_seed(0)
+        h = train(m, data, cfg(num_epochs=1, optimizer="sgd", accumulate=k), progress=False)
+        runs.append((h.losses, [p.detach().clone() for p in m.parameters()]))
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-5)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_out_of_memory_says_what_to_try(small, tmp_path):
+    class Greedy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Linear(2, 2)
+
+        def training_step(self, images, labels):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(torch.OutOfMemoryError, match=r"batch_size=16 .*accumulate=2.*precision='bf16'.*"
+                                                     r"channels_last=True.*Tried to allocate"):
+        train(Greedy(), small, ssl_cfg(), progress=False, run_dir=tmp_path)
+    assert list(tmp_path.glob("epoch-0000.pt"))  # the state before the failing step is saved
+
+
+def test_compile_falls_back_to_eager_with_a_warning(small, monkeypatch):
+    def broken_compile(self, *args, **kwargs):  # what a platform without a working compiler does at the first call
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler found")
+        self._compiled_call_impl = fail
+    monkeypatch.setattr(nn.Module, "compile", broken_compile)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed here .*no C\\+\\+ compiler.*without compiling"):
+        h = train(m := simclr(), small, ssl_cfg(num_epochs=1, compile=True), progress=False)
+    assert h.steps == 4 and all(c._compiled_call_impl is None for c in m.children())
+    reference = train(simclr(), small, ssl_cfg(num_epochs=1), progress=False)
+    assert h.losses == reference.losses  # the failed first attempt did not use up random numbers

@@ -1,0 +1,97 @@
+"""``python -m sslkit.train``: the notebooks' code path as a script, alone and under torchrun."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sslkit.config import make_config
+from sslkit.results import load_results
+from sslkit.train import build, main, parse_settings
+
+TINY = ["--profile", "smoke", "--epochs", "2", "--batch-size", "32", "--quiet", "--device", "cpu",
+        "--set", "num_unlabeled=128", "--set", "num_train=200", "--set", "num_test=50", "--set", "width=4"]
+
+
+def test_a_run_writes_results_and_checkpoints_and_a_rerun_resumes(tmp_path, capsys):
+    results, run_dir = tmp_path / "r.json", tmp_path / "run"
+    assert main(["simclr", *TINY, "--results", str(results), "--run-dir", str(run_dir), "--max-steps", "3"]) == 0
+    first = load_results(results)["metrics"]
+    assert first["steps"] == 3 and "knn" in first  # a planned stop still evaluates
+    assert main(["simclr", *TINY, "--results", str(results), "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "at step 3 of 8" in out
+    metrics = load_results(results)["metrics"]
+    assert metrics["steps"] == 8 and metrics["resumed_from_step"] == 3 and metrics["world_size"] == 1
+    assert 0 <= metrics["knn"] <= 1 and metrics["images_per_s"] > 0
+    assert sorted(p.name for p in run_dir.glob("epoch-*.pt")) == ["epoch-0001.pt", "epoch-0002.pt"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["simclrr"], "unknown method 'simclrr'; choose one of: rotation, jigsaw, simclr, moco, byol"),
+    (["simclr", "--set", "temperature"], "--set 'temperature': write KEY=VALUE"),
+    (["simclr", "--set", "tempreature=0.2"], "unknown setting 'tempreature' for simclr on resnet_small (did you mean "
+                                             "temperature?)"),
+    (["simclr", "--set", "precision=fp8"], "unknown precision 'fp8'; choose one of: fp32, bf16, fp16"),
+    (["simclr", "--profile", "huge"], "unknown profile 'huge'; choose one of: smoke, lesson, full"),
+    pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+])
+def test_bad_input_is_a_clear_error(args, message, capsys, monkeypatch):
+    monkeypatch.delenv("SSLKIT_PROFILE", raising=False)  # the tests' conftest sets smoke
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_sigterm_saves_stops_with_status_143_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import sslkit.train
+
+    def preempted_train(*args, **kwargs):  # the job scheduler's notice arrives after step 3
+        def callback(history):
+            if history.steps == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_train(*args, callback=callback, **kwargs)
+    real_train = sslkit.train.train
+    results, run_dir = tmp_path / "r.json", tmp_path / "run"
+    command = ["byol", *TINY, "--results", str(results), "--run-dir", str(run_dir)]
+    monkeypatch.setattr(sslkit.train, "train", preempted_train)
+    assert main(command) == 143
+    assert "stopped: SIGTERM after 3 of 8 steps" in capsys.readouterr().out
+    assert load_results(results)["metrics"]["steps"] == 3 and "knn" not in load_results(results)["metrics"]
+    monkeypatch.setattr(sslkit.train, "train", real_train)
+    assert main(command) == 0
+    assert load_results(results)["metrics"]["resumed_from_step"] == 3 and "knn" in load_results(results)["metrics"]
+
+
+def test_settings_reach_the_method_the_backbone_and_the_views():
+    assert parse_settings(["crop_scale=(0.5, 1.0)", "optimizer=sgd", "accumulate=2"]) == \
+        {"crop_scale": (0.5, 1.0), "optimizer": "sgd", "accumulate": 2}
+    cfg = make_config("smoke", temperature=0.3, width=4, crop_scale=(0.5, 1.0), grayscale_prob=0.5)
+    method = build("simclr", cfg)
+    assert method.criterion.temperature == 0.3 and method.backbone.feature_dim == 32
+    assert method.augment.crop_scale == (0.5, 1.0) and method.augment.grayscale_prob == 0.5
+    assert not method.criterion.gather_distributed
+    assert build("simclr", cfg, distributed=True).criterion.gather_distributed
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    """The unchanged command under torchrun (gloo): rank 0 alone logs, checkpoints and writes results."""
+    results, run_dir = tmp_path / "r.json", tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SSLKIT_PROFILE": ""}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                           "-m", "sslkit.train", "simclr", *TINY, "--batch-size", "16", "--results", str(results),
+                           "--run-dir", str(run_dir)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("kNN accuracy") == 1  # rank 0 alone
+    assert "2 process(es) on cpu, batch 16 per process (32 in all)" in proc.stdout
+    metrics = load_results(results)["metrics"]
+    assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 32 and metrics["steps"] == 8  # 128 / 32 * 2
+    assert sorted(p.name for p in run_dir.glob("epoch-*.pt")) == ["epoch-0001.pt", "epoch-0002.pt"]
+    assert not list(Path(tmp_path).glob("results"))  # nothing written next to it by the other rank
