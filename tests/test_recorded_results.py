@@ -20,9 +20,12 @@ def _bench(name):
     return json.loads(path.read_text())
 
 
+def test_dataset_generation_speed():
+    assert _bench("generate")["generate_10k_s"] <= 5.0
+
+
 def test_dataset_calibration():
-    b = _bench("dataset")
-    assert b["generate_10k_s"] <= 5.0
+    b = _bench("dataset")  # its own generation time is informational: it may run on a busy machine
     assert b["knn_raw_pixels"] <= 0.25 and b["knn_random_init"] <= 0.25
     assert b["knn_supervised"] >= 0.95
 
