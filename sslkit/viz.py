@@ -1,4 +1,4 @@
-"""Figures and widgets: looking at data, masks and augmented views.
+"""Figures and widgets: looking at data, masks, augmented views and class activation maps.
 
 Widgets (ipywidgets) render in JupyterLab; where no widget front end is there (papermill, CI,
 nbconvert) the same function draws a static figure instead, so every notebook shows something
@@ -168,5 +168,97 @@ def augmentation_explorer(images: torch.Tensor, interactive: bool | None = None,
 
     out = w.interactive_output(redraw, sliders)  # re-runs redraw whenever a slider moves
     box = w.VBox([w.HBox(list(sliders.values())[:3]), w.HBox(list(sliders.values())[3:]), out])
+    display(box)
+    return box
+
+
+# ----------------------------------------------------------------------------------------------
+# class activation maps (notebook 06)
+
+
+def _overlay(ax, image, cam=None, mask=None, alpha: float = 0.5):
+    """One image with a map on top (jet colours, ``alpha``) and the object's outline in white."""
+    ax.imshow(_hwc(image), interpolation="nearest")
+    if cam is not None:
+        ax.imshow(cam.detach().float().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
+    if mask is not None:
+        ax.contour(mask.float().cpu().numpy(), levels=[0.5], colors="white", linewidths=0.8)
+    ax.axis("off")
+
+
+def show_cams(images: torch.Tensor, maps: dict, masks: torch.Tensor | None = None, size: float = 1.2,
+              suptitle: str | None = None):
+    """The images in the first row, then one row of overlays per entry of ``maps``.
+
+    Args:
+        images: uint8 (N, 3, H, W).
+        maps: row label -> maps (N, H, W) in [0, 1] (e.g. ``sslkit.cam.compute_cams``).
+        masks: optional (N, H, W) bool object masks, drawn as white outlines.
+    Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    n, rows = len(images), len(maps) + 1
+    fig, axes = plt.subplots(rows, n, figsize=(n * size, rows * size * 1.1), squeeze=False)
+    for j in range(n):
+        _overlay(axes[0, j], images[j], None, masks[j] if masks is not None else None)
+        for i, cams in enumerate(maps.values(), start=1):
+            _overlay(axes[i, j], images[j], cams[j], masks[j] if masks is not None else None)
+    for i, label in enumerate(["image"] + list(maps)):
+        axes[i, 0].set_title(str(label), fontsize=8, loc="left")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def cam_explorer(images: torch.Tensor, cam_fn, methods, layers, targets, masks: torch.Tensor | None = None,
+                 interactive: bool | None = None, static_images: int = 6):
+    """Pick an image, a CAM method, a layer and a target; see the map over the image.
+
+    Args:
+        images: uint8 (N, 3, H, W) to explore.
+        cam_fn: ``cam_fn(index, method, layer, target) -> (H, W)`` map in [0, 1] for image ``index``
+            (notebook 06 builds it from ``sslkit.cam.compute_cams``).
+        methods, layers, targets: the choices offered (names; the first of each is the default).
+        masks: optional object masks (N, H, W), drawn as outlines.
+        interactive: None: widgets where there is a widget front end (``has_widget_frontend``),
+            otherwise a static figure: the first ``static_images`` images, one row per method,
+            at the first layer and target.
+    """
+    import matplotlib.pyplot as plt
+
+    methods, layers, targets = list(methods), list(layers), list(targets)
+    if interactive is None:
+        interactive = has_widget_frontend()
+    if not interactive:
+        idx = list(range(min(static_images, len(images))))
+        maps = {m: torch.stack([cam_fn(i, m, layers[0], targets[0]) for i in idx]) for m in methods}
+        fig = show_cams(images[idx], maps, masks[idx] if masks is not None else None,
+                        suptitle=f"layer {layers[0]}, target {targets[0]}")
+        plt.show()
+        return fig
+    import ipywidgets as w
+    from IPython.display import display
+
+    controls = {
+        "index": w.IntSlider(value=0, min=0, max=len(images) - 1, description="image"),
+        "method": w.Dropdown(options=methods, value=methods[0], description="method"),
+        "layer": w.Dropdown(options=layers, value=layers[0], description="layer"),
+        "target": w.Dropdown(options=targets, value=targets[0], description="target"),
+    }
+
+    def redraw(index, method, layer, target):
+        fig, axes = plt.subplots(1, 2, figsize=(5, 2.6))
+        mask = masks[index] if masks is not None else None
+        _overlay(axes[0], images[index], None, mask)
+        axes[0].set_title("image", fontsize=9)
+        _overlay(axes[1], images[index], cam_fn(index, method, layer, target), mask)
+        axes[1].set_title(f"{method} @ {layer}", fontsize=9)
+        fig.tight_layout()
+        plt.show()
+
+    out = w.interactive_output(redraw, controls)  # re-runs redraw whenever a control changes
+    box = w.VBox([w.HBox([controls["index"], controls["method"]]), w.HBox([controls["layer"], controls["target"]]), out])
     display(box)
     return box

@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslkit.cam import (EmbeddingSimilarity, cam_in_mask, cam_iou, check_gradients, class_prototypes, compute_cams,
-                        get_layer, vit_reshape)
+from sslkit.cam import (EmbeddingSimilarity, cam_in_mask, cam_iou, check_gradients, class_prototypes,
+                        cls_attention_maps, compute_cams, fit_probe, get_layer, prototype_targets, road_score,
+                        two_view_targets, vit_layer, vit_reshape)
 from sslkit.data import load_dataset, to_float
 from sslkit.models import make_backbone
 
@@ -30,9 +31,12 @@ def _reference_gradcam(model, layer, x, targets):
     score = torch.stack([t(o) for t, o in zip(targets, out)]).sum()
     grads = torch.autograd.grad(score, acts["a"])[0]
     cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * acts["a"]).sum(1))
-    cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    lo, hi = cam.amin(dim=(1, 2), keepdim=True), cam.amax(dim=(1, 2), keepdim=True)
-    return ((cam - lo) / (hi - lo + 1e-7)).detach()
+    def to_unit(m):
+        lo, hi = m.amin(dim=(1, 2), keepdim=True), m.amax(dim=(1, 2), keepdim=True)
+        return (m - lo) / (hi - lo + 1e-7)
+
+    cam = F.interpolate(to_unit(cam)[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return to_unit(cam).detach()  # scaled before and after upsampling, as pytorch-grad-cam does
 
 
 def test_library_gradcam_with_embedding_target_matches_the_paper(setup):
@@ -40,8 +44,9 @@ def test_library_gradcam_with_embedding_target_matches_the_paper(setup):
     lib = compute_cams(backbone, x, "layers.3", targets, method="gradcam")
     ref = _reference_gradcam(backbone, get_layer(backbone, "layers.3"), x, targets)
     assert lib.shape == (20, 32, 32)
-    # pytorch-grad-cam resizes with OpenCV (bilinear, half-pixel centres, like align_corners=False)
-    assert (lib - ref).abs().max() < 1e-3
+    # pytorch-grad-cam resizes with OpenCV (bilinear, half-pixel centres, like align_corners=False): for these
+    # integer upsampling factors the two agree to float precision
+    assert (lib - ref).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("method", ["gradcam++", "eigencam", "scorecam"])
@@ -84,3 +89,129 @@ def test_vit_layer_without_gradient_and_missing_reshape_are_explained():
     with pytest.raises(ValueError, match="zero gradient.*encoder_layer_1.ln_1"):
         check_gradients(vit, "encoder.layers.encoder_layer_1", x, reshape=vit_reshape)
     check_gradients(vit, "encoder.layers.encoder_layer_1.ln_1", x, reshape=vit_reshape)  # the right layer
+
+
+# ----------------------------------------------------------------------------------------------
+# targets, probe, ROAD, ViT, the explorer
+
+
+def test_centred_prototypes_point_away_from_the_mean():
+    torch.manual_seed(0)
+    common = torch.tensor([10.0, 10.0, 0.0, 0.0])  # what every feature shares
+    features = common + torch.cat([torch.tensor([[0.0, 0.0, 1.0, 0.0]]).repeat(5, 1),
+                                   torch.tensor([[0.0, 0.0, 0.0, 1.0]]).repeat(5, 1)]) + 0.01 * torch.randn(10, 4)
+    labels = torch.tensor([0] * 5 + [1] * 5)
+    raw = class_prototypes(features, labels, 2)
+    centred = class_prototypes(features, labels, 2, center=features.mean(0))
+    assert F.cosine_similarity(raw[0], raw[1], dim=0) > 0.99  # both are "any image"
+    assert F.cosine_similarity(centred[0], centred[1], dim=0) < -0.9  # opposite concepts
+    target = EmbeddingSimilarity(centred[0], center=features.mean(0))
+    assert target(features[0]) > 0.9 and target(features[9]) < -0.9
+    with pytest.raises(ValueError, match=r"no labeled image of class\(es\) \[2\]"):
+        class_prototypes(features, labels, 3)
+
+
+def test_prototype_and_two_view_targets_give_one_target_per_image(setup):
+    backbone, data, x, _ = setup
+    protos = prototype_targets(backbone, data, data.labels)
+    views = two_view_targets(backbone, data.images, seed=0)
+    assert len(protos) == len(views) == len(data)
+    with torch.no_grad():
+        out = backbone(x[:1])[0]
+    assert -1 <= float(protos[0](out)) <= 1 and -1 <= float(views[0](out)) <= 1
+    assert torch.equal(two_view_targets(backbone, data.images, seed=0)[0].direction, views[0].direction)  # repeatable
+
+
+def test_probe_is_the_linear_probe_as_a_torch_module(setup):
+    from sslkit.evaluate import extract_features
+    from sslkit.finetune import fit_linear
+
+    backbone, data, x, _ = setup
+    probe = fit_probe(backbone, data)
+    features = extract_features(backbone, data)
+    expected = fit_linear(features, data.labels).decision_function(features.numpy())
+    with torch.no_grad():
+        torch.testing.assert_close(probe(x), torch.from_numpy(expected).float(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="every one of the 10 classes"):
+        fit_probe(backbone, data.subset(torch.nonzero(data.labels < 5).squeeze(1)))
+
+
+def test_road_rewards_maps_on_the_pixels_that_decide():
+    # a "classifier" that only looks at the top-left quarter: maps there beat maps elsewhere
+    class TopLeft(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([4.0, -4.0]))
+
+        def forward(self, x):
+            return x[:, :, :8, :8].mean(dim=(1, 2, 3))[:, None] * self.w  # (B, 2)
+
+    x = torch.full((6, 3, 16, 16), -1.0)
+    x[:, :, :8, :8] = 2.0
+    labels = torch.zeros(6, dtype=torch.long)
+    right = torch.zeros(6, 16, 16); right[:, :8, :8] = 1.0
+    wrong = torch.zeros(6, 16, 16); wrong[:, 8:, 8:] = 1.0
+    good, bad = road_score(TopLeft(), x, right, labels), road_score(TopLeft(), x, wrong, labels)
+    assert good > bad
+    with pytest.raises(ValueError, match="do not match"):
+        road_score(TopLeft(), x, right[:, :8], labels)
+
+
+def test_vit_maps_attention_and_layer():
+    from sslkit.models import make_backbone
+    torch.manual_seed(0)
+    vit, _ = make_backbone("vit_tiny", hidden_dim=32, num_layers=2, num_heads=2)
+    vit.eval()
+    x = torch.randn(3, 3, 32, 32)
+    assert vit_layer(vit) == "encoder.vit.encoder.layers.encoder_layer_1.ln_1"
+    attention = cls_attention_maps(vit, x)
+    assert attention.shape == (3, 32, 32) and attention.min() >= 0 and attention.max() <= 1
+    target = [EmbeddingSimilarity(torch.randn(32)) for _ in range(3)]
+    cams = compute_cams(vit, x, vit_layer(vit), target, reshape=vit_reshape)
+    assert cams.shape == (3, 32, 32) and cams.max() > 0
+    with pytest.raises(ValueError, match="outputs tokens .* pass reshape=sslkit.cam.vit_reshape and the layer "
+                                         "'encoder.vit.encoder.layers.encoder_layer_1.ln_1'"):
+        compute_cams(vit, x, "encoder.vit.encoder.layers.encoder_layer_1", target)
+    with pytest.raises(ValueError, match="zero gradient.*encoder_layer_1.ln_1"):
+        compute_cams(vit, x, "encoder.vit.encoder.layers.encoder_layer_1", target, reshape=vit_reshape)
+    # EigenCAM needs no gradient: the last block's output is fine for it
+    assert compute_cams(vit, x, "encoder.vit.encoder.layers.encoder_layer_1", method="eigencam",
+                        reshape=vit_reshape).shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="no layer 'blocks.1'; layers it has: .*encoder_layer_1.ln_1"):
+        get_layer(vit, "blocks.1")
+
+
+def test_more_bad_inputs(setup):
+    backbone, data, x, targets = setup
+    with pytest.raises(ValueError, match="convert uint8 images with sslkit.to_float"):
+        compute_cams(backbone, data.images[:2], "layers.3")
+    with pytest.raises(ValueError, match="3 targets for 2 images"):
+        compute_cams(backbone, x[:2], "layers.3", targets[:3])
+    with pytest.raises(ValueError, match="after the pooling"):
+        compute_cams(backbone, x[:2], "pool", targets[:2])
+
+
+def test_scorecam_keeps_its_progress_bars_quiet(setup, capsys):
+    backbone, data, x, targets = setup
+    compute_cams(backbone, x[:2], "layers.3", targets[:2], method="scorecam")
+    assert capsys.readouterr().err == ""
+
+
+def test_cam_explorer_draws_a_static_figure_without_widgets(setup):
+    import matplotlib
+    matplotlib.use("Agg")
+    from sslkit.viz import cam_explorer, show_cams
+
+    backbone, data, x, targets = setup
+    calls = []
+
+    def cam_fn(index, method, layer, target):
+        calls.append((index, method, layer, target))
+        return compute_cams(backbone, x[index:index + 1], layer, [targets[index]], method=method)[0]
+
+    fig = cam_explorer(data.images[:5], cam_fn, ["gradcam", "eigencam"], ["layers.2", "layers.3"], ["prototype"],
+                       masks=data.masks[:5], interactive=False, static_images=3)
+    assert len(fig.axes) == 3 * 3  # images, then one row per method
+    assert calls[0] == (0, "gradcam", "layers.2", "prototype") and len(calls) == 6
+    fig = show_cams(data.images[:2], {"a": torch.rand(2, 32, 32)}, data.masks[:2])
+    assert len(fig.axes) == 4
