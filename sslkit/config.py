@@ -99,9 +99,33 @@ NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
                    "lesson": dict(backbone="resnet_tiny", width=8, num_unlabeled=2048, num_train=2000, num_test=1000,
                                   batch_size=128, num_epochs=2, measure_steps=10, warmup_steps=2, measure_compile=True,
                                   ddp_epochs=4)},
-    "06_gradcam": {"smoke": dict(), "lesson": dict()},
-    "07_finetune": {"smoke": dict(), "lesson": dict()},
-    "08_your_data": {"smoke": dict(), "lesson": dict()},
+    # five backbones and a ViT in 5 minutes: the SimCLR recipe of 02 (its checkpoint when present), short
+    # budgets per model (seconds), the CAM layer with an 8x8 map (layers.3 gives 4x4), ScoreCAM on a subset
+    "06_gradcam": {"smoke": dict(width=8, num_unlabeled=256, num_train=200, num_test=48, batch_size=64,
+                                 ssl_budget_s=2.0, shortcut_budget_s=1.0, pretext_budget_s=1.0, supervised_budget_s=1.0,
+                                 vit_budget_s=1.0, vit_batch_size=32, scorecam_images=8, road_images=4, shots=5,
+                                 explorer_images=4),
+                   "lesson": dict(backbone="resnet_tiny", width=8, num_test=500, num_epochs=30, batch_size=128, lr=5e-3,
+                                  ssl_budget_s=90.0, shortcut_budget_s=30.0, pretext_budget_s=20.0,
+                                  supervised_budget_s=25.0, vit_budget_s=15.0)},
+    # 07: the SSL backbone is notebook 02's (same architecture); time_budget_s is the fallback SimCLR training
+    # when 02's checkpoint is missing. Fine-tuning (ft_*): LP-FT, SimCLR's views, backbone at 0.3 x the head's lr;
+    # a number of steps per run (ft_steps for the small label counts, ft_steps_all for all labels), each run
+    # capped at ft_budget_s seconds
+    "07_finetune": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0, counts=(1, 10), ft_steps=3,
+                                  ft_steps_all=3, ft_budget_s=5.0),
+                    "lesson": dict(backbone="resnet_tiny", width=8, time_budget_s=100.0, num_epochs=30,
+                                   batch_size=128, lr=5e-3, counts=(1, 5, 10, 50), ft_steps=150,
+                                   ft_steps_all=300, ft_budget_s=30.0)},
+    # 08: one main run and a sweep (sweep_grid: 4 runs at lesson, 2 at smoke, where every run pays for a kernel
+    # start) of the experiment notebook; the SimCLR recipe of 02
+    "08_your_data": {"smoke": dict(width=8, num_unlabeled=256, num_train=200, num_test=100, time_budget_s=2.0,
+                                   crop_scale=(0.5, 1.0), grayscale_prob=0.5, temperature=0.2,
+                                   sweep_grid={"METHOD": ["simclr", "byol"], "TIME_BUDGET_S": [1.0]}),
+                     "lesson": dict(backbone="resnet_tiny", width=8, time_budget_s=30.0, num_epochs=30,
+                                    batch_size=128, lr=5e-3, num_unlabeled=5000, num_train=2000, num_test=1000,
+                                    crop_scale=(0.5, 1.0), grayscale_prob=0.5, temperature=0.2,
+                                    sweep_grid={"METHOD": ["simclr", "byol"], "TIME_BUDGET_S": [10.0, 40.0]})},
 }
 
 

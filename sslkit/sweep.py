@@ -6,6 +6,13 @@ results file). A run whose results file already exists is not run again, so an i
 finishes the missing runs when called again; a failed run is reported and the others go on.
 ``collect(out_dir)`` reads the results files back into rows for a table or a plot.
 
+What one run does is up to the notebook. ``experiment_notebook(path)`` writes a small one whose
+parameters cell names a method, a dataset and the usual knobs, and whose code is one call of
+``run_experiment``: train the method on the dataset's unlabeled split (built as
+``python -m sslkit.train`` builds it, ``sslkit.train.build``), evaluate the backbone with kNN and
+a linear probe, record both. Notebook 08 runs the same function in-process, then sweeps that
+notebook.
+
 >>> grid_runs({"METHOD": ["simclr", "byol"], "SEED": [0, 1]})[:2]
 [{'METHOD': 'simclr', 'SEED': 0}, {'METHOD': 'simclr', 'SEED': 1}]
 >>> run_name({"METHOD": "simclr", "LR": 0.003})
@@ -15,12 +22,11 @@ finishes the missing runs when called again; a failed run is reported and the ot
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .nbtools import NotebookError, notebook_parameters, run_notebook
+from .nbtools import KERNEL, notebook_parameters, run_notebook
 from .results import load_results
 
 
@@ -41,20 +47,25 @@ def run_name(params: dict) -> str:
 class SweepReport:
     """What a sweep did: runs done now, runs skipped (already done), runs that failed (with why)."""
 
-    done: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-    failed: dict = field(default_factory=dict)
+    done: list = field(default_factory=list)  # run names finished by this call
+    skipped: list = field(default_factory=list)  # run names whose results file was already there
+    failed: dict = field(default_factory=dict)  # run name -> the error, one line
+    pending: list = field(default_factory=list)  # run names left for a later call (``limit``)
 
     def __repr__(self):
-        return f"SweepReport(done={len(self.done)}, skipped={len(self.skipped)}, failed={len(self.failed)})"
+        more = f", pending={len(self.pending)}" if self.pending else ""
+        return (f"SweepReport(done={len(self.done)}, skipped={len(self.skipped)}, failed={len(self.failed)}"
+                f"{more})")
 
 
 def sweep(notebook: str | Path, grid: dict, out_dir: str | Path, fixed: dict | None = None,
-          progress: bool = True) -> SweepReport:
+          progress: bool = True, limit: int | None = None) -> SweepReport:
     """Run ``notebook`` for every combination of ``grid`` (plus the ``fixed`` parameters).
 
     Every name must be in the notebook's parameters cell; an unknown one is an error before any
-    run starts. ``RESULTS_PATH`` is set per run. Returns a ``SweepReport``.
+    run starts. ``RESULTS_PATH`` is set per run. ``limit`` stops after that many new runs (the
+    rest are left for the next call: a long sweep in pieces, or an interruption on purpose).
+    Returns a ``SweepReport``; runs not reached because of ``limit`` are in ``report.pending``.
     """
     from tqdm.auto import tqdm
 
@@ -67,33 +78,50 @@ def sweep(notebook: str | Path, grid: dict, out_dir: str | Path, fixed: dict | N
                          f"{', '.join(known)}")
     if "RESULTS_PATH" in grid or "RESULTS_PATH" in fixed:
         raise ValueError("the sweep sets RESULTS_PATH for every run; leave it out of the grid")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit={limit}: give the number of new runs to do (or None for all)")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = SweepReport()
     runs = grid_runs(grid)
-    for params in tqdm(runs, desc=f"sweep {notebook.stem}", disable=not progress):
-        name = run_name(params)
-        results_path = out_dir / f"{name}.json"
-        if results_path.exists():
-            try:
-                load_results(results_path)
+    try:
+        for params in tqdm(runs, desc=f"sweep {notebook.stem}", disable=not progress):
+            name = run_name(params)
+            results_path = out_dir / f"{name}.json"
+            if _finished(results_path):
                 report.skipped.append(name)
                 continue
-            except ValueError:
-                pass  # a broken file from an interrupted run: run it again
-        partial = out_dir / f".{name}.json.partial"
-        try:
-            run_notebook(notebook, out_dir / f"{name}.ipynb",
-                         {**fixed, **params, "RESULTS_PATH": str(partial.resolve())})
-            partial.replace(results_path)  # only a finished run counts as done
-            report.done.append(name)
-        except (NotebookError, OSError, ValueError) as e:
-            report.failed[name] = getattr(e, "error", None) or f"{type(e).__name__}: {e}"
-            partial.unlink(missing_ok=True)
+            if limit is not None and len(report.done) + len(report.failed) >= limit:
+                report.pending.append(name)
+                continue
+            partial = out_dir / f".{name}.json.partial"  # a run stopped half-way leaves only this
+            try:
+                run_notebook(notebook, out_dir / f"{name}.ipynb",
+                             {**fixed, **params, "RESULTS_PATH": str(partial.resolve())})
+                partial.replace(results_path)  # only a finished run counts as done
+                report.done.append(name)
+            except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
+                report.failed[name] = getattr(e, "error", None) or f"{type(e).__name__}: {e}"
+                partial.unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        print(f"sweep interrupted: {len(report.done)} run(s) finished now and {len(report.skipped)} before are kept "
+              f"in {out_dir}; call sweep() again to do the rest")
+        raise
     if report.failed:
         print(f"{len(report.failed)} of {len(runs)} runs failed (their executed notebooks are in {out_dir}):")
         for name, why in report.failed.items():
             print(f"  {name}: {why}")
     return report
+
+
+def _finished(results_path: Path) -> bool:
+    """True when a run's results file is there and valid (a broken one means: run it again)."""
+    if not results_path.exists():
+        return False
+    try:
+        load_results(results_path)
+        return True
+    except ValueError:
+        return False
 
 
 def collect(out_dir: str | Path, metrics: list[str] | None = None) -> list[dict]:
@@ -149,3 +177,109 @@ def _num(v):
         return float(v)
     except (TypeError, ValueError):
         return v
+
+
+# ----------------------------------------------------------------------------------------------
+# the experiment one run makes, and a small notebook around it for sweeps
+
+
+def run_experiment(method_name: str, cfg, results=None, data: tuple | None = None, progress: bool = False) -> dict:
+    """Train method ``method_name`` on ``cfg``'s dataset, evaluate its backbone, record the numbers.
+
+    The method is built by ``sslkit.train.build`` (``cfg.extra`` knobs go to the backbone, the
+    method or its views, as for ``python -m sslkit.train``), trained on the ``unlabeled`` split
+    with ``cfg``'s budget, and evaluated with ``evaluate_backbone`` on ``train`` (the kNN bank,
+    the probe's training set) and ``test``. A dataset without labels (a flat image folder) is
+    trained on and not evaluated.
+
+    Args:
+        data: ``(unlabeled, train, test)`` already loaded (None: ``load_split`` them from ``cfg``;
+            ``train`` and ``test`` may be None for a dataset without labels).
+    Returns the metrics (also recorded in ``results`` if given): ``knn``, ``linear``, ``std``,
+    ``uniformity``, ``alignment``, ``steps``, ``epochs``, ``train_s``, ``final_loss``.
+    """
+    from .data import load_split
+    from .evaluate import evaluate_backbone
+    from .train import build, train
+
+    method = build(method_name, cfg)  # first: a typo in the method's name fails before any loading
+    if data is None:
+        unlabeled = load_split(cfg, "unlabeled")
+        try:
+            train_data, test_data = load_split(cfg, "train"), load_split(cfg, "test")
+        except ValueError as e:  # e.g. a flat folder: only an unlabeled split
+            print(f"trained only, not evaluated: {e}")
+            train_data = test_data = None
+    else:
+        unlabeled, train_data, test_data = data
+    history = train(method, unlabeled, cfg, progress=progress)
+    metrics = {"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s}
+    if history.losses:
+        metrics["final_loss"] = history.final_loss
+    if train_data is not None and test_data is not None:
+        metrics.update(evaluate_backbone(method.backbone, train_data, test_data, seed=cfg.seed, name=method_name,
+                                         k=min(200, len(train_data))))
+    if results is not None:
+        results.update(metrics)
+    return metrics
+
+
+# the parameters of the experiment notebook: name -> (default, comment)
+EXPERIMENT_PARAMETERS = {
+    "PROFILE": ('"lesson"', '"smoke", "lesson" or "full"'),
+    "RESULTS_PATH": ("None", "None: results/experiment.<profile>.json"),
+    "NOTEBOOK_VALUES": ('"08_your_data"', "whose per-profile values fill in the knobs left at None "
+                                         "(sslkit.config.NOTEBOOK_VALUES); None: the profile's only"),
+    "METHOD": ('"simclr"', "any of sslkit.methods.METHODS"),
+    "DATASET": ("None", '"shapes", "cifar10", "stl10", "imagenette" or an image folder; None: the profile\'s'),
+    "BACKBONE": ("None", "see sslkit.models.BACKBONES; None: the profile's"),
+    "WIDTH": ("None", "channels of a small ResNet's first stage; None: the backbone's"),
+    "IMAGE_SIZE": ("None", "pixels; None: the profile's (32)"),
+    "TIME_BUDGET_S": ("None", "seconds of training; None: the profile's"),
+    "NUM_EPOCHS": ("None", "passes over the unlabeled split, if the budget allows"),
+    "BATCH_SIZE": ("None", "images per step"),
+    "LR": ("None", "peak learning rate"),
+    "TEMPERATURE": ("None", "for the contrastive methods (simclr, moco)"),
+    "NUM_UNLABELED": ("None", "images to train on"),
+    "NUM_TRAIN": ("None", "labeled images: the kNN bank and the linear probe's training set"),
+    "NUM_TEST": ("None", "test images"),
+    "DEVICE": ("None", '"auto", "cpu", "cuda", "mps"'),
+    "SEED": ("None", "None: the profile's (0)"),
+}
+
+
+def experiment_notebook(path) -> Path:
+    """Write a small notebook that runs ``run_experiment`` with the knobs of its parameters cell.
+
+    The notebook a sweep runs when one run should be one training and its evaluation, not a
+    whole lesson. Its parameters are ``EXPERIMENT_PARAMETERS`` (all None: the profile's values,
+    and those of ``NOTEBOOK_VALUES``, notebook 08's by default). Returns the path.
+
+    >>> import tempfile
+    >>> nb = experiment_notebook(Path(tempfile.mkdtemp()) / "experiment.ipynb")
+    >>> sorted(notebook_parameters(nb))[:4]
+    ['BACKBONE', 'BATCH_SIZE', 'DATASET', 'DEVICE']
+    """
+    import nbformat
+
+    path = Path(path)
+    knobs = [name for name in EXPERIMENT_PARAMETERS if name not in ("PROFILE", "RESULTS_PATH", "NOTEBOOK_VALUES",
+                                                                     "METHOD")]
+    parameters = "\n".join(f"{name} = {default}  # {comment}" for name, (default, comment)
+                           in EXPERIMENT_PARAMETERS.items())
+    code = ("import sslkit\nfrom sslkit.sweep import run_experiment\n\n"
+            "cfg = sslkit.make_config(PROFILE, notebook=NOTEBOOK_VALUES, "
+            + ", ".join(f"{k.lower()}={k}" for k in knobs) + ")\n"
+            "results = sslkit.Results(\"experiment\", {**cfg.to_dict(), \"method\": METHOD}, RESULTS_PATH)\n"
+            "metrics = run_experiment(METHOD, cfg, results)\n"
+            "print(METHOD, cfg.dataset, {k: round(v, 4) for k, v in metrics.items()})")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python (sslkit)", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# One experiment: train a method, evaluate its backbone\n"
+                                              "Written by `sslkit.sweep.experiment_notebook`; run by "
+                                              "`sslkit.sweep.sweep` once per combination of a grid."),
+                nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(code)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path

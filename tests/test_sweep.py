@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,52 @@ def test_unknown_parameter_fails_before_any_run(tmp_path):
     with pytest.raises(ValueError, match=r"no parameter\(s\) \['TEMPERATURE'\]; its parameters cell defines: PROFILE"):
         sweep(nb, {"TEMPERATURE": [0.1]}, tmp_path / "runs", progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_limit_leaves_runs_for_the_next_call(tmp_path):
+    nb = _notebook(tmp_path / "toy.ipynb")
+    out = tmp_path / "runs"
+    first = sweep(nb, {"LR": [0.1, 0.2, 0.3]}, out, fixed={"PROFILE": "smoke"}, progress=False, limit=1)
+    assert first.done == ["LR=0.1"] and first.pending == ["LR=0.2", "LR=0.3"]
+    second = sweep(nb, {"LR": [0.1, 0.2, 0.3]}, out, fixed={"PROFILE": "smoke"}, progress=False)
+    assert second.skipped == ["LR=0.1"] and second.done == ["LR=0.2", "LR=0.3"] and not second.pending
+
+
+def test_an_interrupted_sweep_keeps_what_finished_and_resumes(tmp_path, monkeypatch, capsys):
+    import sslkit.sweep
+
+    nb = _notebook(tmp_path / "toy.ipynb")
+    out = tmp_path / "runs"
+    real = sslkit.sweep.run_notebook
+
+    def interrupted_second_run(path, output_path, parameters):
+        if "0.2" in str(output_path):
+            Path(parameters["RESULTS_PATH"]).write_text("{half a fi")  # what a run stopped half-way leaves
+            raise KeyboardInterrupt
+        return real(path, output_path, parameters)
+
+    monkeypatch.setattr(sslkit.sweep, "run_notebook", interrupted_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(nb, {"LR": [0.1, 0.2, 0.3]}, out, fixed={"PROFILE": "smoke"}, progress=False)
+    assert "sweep interrupted: 1 run(s) finished" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.json")) == ["LR=0.1.json"]
+    monkeypatch.setattr(sslkit.sweep, "run_notebook", real)
+    again = sweep(nb, {"LR": [0.1, 0.2, 0.3]}, out, fixed={"PROFILE": "smoke"}, progress=False)
+    assert again.skipped == ["LR=0.1"] and again.done == ["LR=0.2", "LR=0.3"]
+
+
+def test_run_experiment_and_its_notebook(tmp_path):
+    import sslkit
+    from sslkit.nbtools import notebook_parameters
+    from sslkit.sweep import EXPERIMENT_PARAMETERS, experiment_notebook, run_experiment
+
+    cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=4,
+                             time_budget_s=None, temperature=0.2)
+    res = sslkit.Results("experiment", cfg, tmp_path / "r.json")
+    metrics = run_experiment("simclr", cfg, res)
+    assert metrics["steps"] == 2 and 0 <= metrics["knn"] <= 1 and set(metrics) <= set(res.metrics)
+    with pytest.raises(ValueError, match="unknown method 'simclrr'"):
+        run_experiment("simclrr", cfg)
+    nb = experiment_notebook(tmp_path / "x" / "experiment.ipynb")
+    params = notebook_parameters(nb)
+    assert list(params) == list(EXPERIMENT_PARAMETERS) and params["METHOD"] == '"simclr"'
