@@ -63,6 +63,32 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _atomic_save(state: dict, path: Path, kept: str) -> None:
+    """torch.save ``state`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder.
+
+    Readers see the old file or the new one, never half of one; a full disk raises CheckpointError
+    saying what was kept (``kept``).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(f"could not write {path} ({e.strerror or e}); {kept}. Free disk space or "
+                                  f"choose another folder.") from e
+        raise
+
+
 def checkpoints_in(folder: str | Path) -> list[Path]:
     """The checkpoints in ``folder``, oldest first (by epoch)."""
     folder = Path(folder)
@@ -89,24 +115,7 @@ def save_checkpoint(folder: str | Path, *, model, optimizer=None, scheduler=None
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     path = folder / f"epoch-{epoch:04d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CheckpointError(f"could not write {path} ({e.strerror or e}); the previous checkpoints in {folder} "
-                                  f"are intact. Free disk space or choose another folder.") from e
-        raise
+    _atomic_save(state, path, f"the previous checkpoints in {folder} are intact")
     if keep_last is not None:
         for old in checkpoints_in(folder)[:-keep_last]:
             old.unlink(missing_ok=True)
@@ -210,16 +219,7 @@ def save_model(name: str, model, cfg, metrics: dict | None = None, folder: str |
     state = {"model": model.state_dict(), "config": {**cfg.to_dict(), "extra": {k: v for k, v in cfg.extra.items()
                                                                                  if isinstance(v, (int, float, str, bool))}},
              "metrics": dict(metrics or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_save(state, path, "a model saved there before is intact")
     return path
 
 
