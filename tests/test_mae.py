@@ -1,17 +1,24 @@
 """MAE and the tiny ViT: shapes, the loss on hidden patches only, errors, attention maps against a
-hand-computed softmax, determinism, and lightly's patchify/unpatchify as the reference layout."""
+hand-computed softmax, determinism, lightly's patchify/unpatchify as the reference layout, the optimiser's
+parameter groups (weight decay, layer-wise lr decay) and the reconstruction snapshots."""
 
 import math
 
+import matplotlib
 import pytest
 import torch
 import torch.nn.functional as F
 from lightly.models import utils
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
 import sslkit
 from sslkit.data import to_float
 from sslkit.methods import make_method
-from sslkit.methods.mae import MAE, accuracy, check_mask_ratio, finetune, masked_mse, patch_targets
+import sslkit.methods.mae as mae_module
+from sslkit.methods.mae import (MAE, FineTuner, ReconstructionSnapshots, accuracy, check_mask_ratio, finetune,
+                               masked_mse, patch_targets, vit_layer_id)
 from sslkit.models import TinyViT, make_backbone
 
 SMALL = dict(hidden_dim=32, num_layers=2, num_heads=2)  # fast: the tests check wiring, not quality
@@ -69,6 +76,13 @@ def test_image_size_not_divisible_by_patch_size_lists_sizes_that_work():
     message = str(e.value)
     assert "28" in message and "32" in message  # multiples of the patch size nearby
     assert "1, 2, 3, 5, 6, 10, 15, 30" in message  # patch sizes that divide 30
+
+
+def test_width_not_divisible_by_heads_suggests_a_width():
+    with pytest.raises(ValueError, match="hidden_dim=50 must be a multiple of num_heads=4.*hidden_dim=52"):
+        make_backbone("vit_tiny", hidden_dim=50, num_heads=4)
+    with pytest.raises(ValueError, match="patch_size=4"):
+        make_backbone("vit_tiny", image_size=2)  # smaller than one patch
 
 
 def test_wrong_image_size_at_run_time_says_which_size():
@@ -260,3 +274,77 @@ def test_finetune_trains_the_whole_vit_and_reports_test_accuracy():
     model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.feature_dim, 10))
     assert accuracy(model, test) == pytest.approx(
         (model.eval()(to_float(test.images)).argmax(1) == test.labels).float().mean().item())
+
+
+# ----------------------------------------------------------------------------------------------
+# optimiser groups, fine-tuning groups, snapshots
+
+
+def test_weight_decay_only_on_weight_matrices():
+    mae = small_mae()
+    groups = mae.param_groups()
+    decayed = {id(p) for g in groups if "weight_decay" not in g for p in g["params"]}
+    kept = {id(p) for g in groups if g.get("weight_decay") == 0.0 for p in g["params"]}
+    names = {id(p): n for n, p in mae.named_parameters()}
+    trainable = {id(p) for p in mae.parameters() if p.requires_grad}
+    assert decayed | kept == trainable and not decayed & kept  # every trainable parameter exactly once
+    assert all(mae.get_parameter(names[i]).ndim >= 2 for i in decayed)
+    assert {names[i] for i in kept} >= {"mask_token", "backbone.encoder.vit.class_token",
+                                        "backbone.encoder.vit.encoder.ln.weight", "backbone.encoder.vit.conv_proj.bias"}
+    assert not mae.backbone.vit.encoder.pos_embedding.requires_grad  # fixed sine-cosine, never trained
+    cfg = sslkit.make_config("smoke", weight_decay=0.05, betas=(0.9, 0.95))
+    optimizer = sslkit.train.make_optimizer(mae, cfg)
+    assert sorted(g["weight_decay"] for g in optimizer.param_groups) == [0.0, 0.05]
+    assert optimizer.defaults["betas"] == (0.9, 0.95)
+
+
+def test_vit_layer_ids_follow_the_depth():
+    backbone, _ = make_backbone("vit_tiny", **SMALL)  # 2 blocks
+    ids = {n: vit_layer_id(n, 2) for n, _ in backbone.named_parameters()}
+    assert ids["encoder.vit.conv_proj.weight"] == ids["encoder.vit.class_token"] == 0
+    assert ids["encoder.vit.encoder.layers.encoder_layer_0.mlp.0.weight"] == 1
+    assert ids["encoder.vit.encoder.layers.encoder_layer_1.ln_2.bias"] == 2
+    assert ids["encoder.vit.encoder.ln.weight"] == 3
+
+
+def test_finetuner_slows_the_backbone_layer_by_layer(monkeypatch):
+    torch.manual_seed(0)
+    backbone, _ = make_backbone("vit_tiny", **SMALL)
+    model = FineTuner(backbone, 10, backbone_lr_scale=0.5, layer_decay=0.5)
+    scale = {id(p): g["lr_scale"] for g in model.param_groups() for p in g["params"]}
+    assert len(scale) == sum(p.requires_grad for p in model.parameters())
+    assert scale[id(model.head.weight)] == 1.0
+    assert scale[id(backbone.vit.encoder.ln.weight)] == 0.5  # the top of the backbone
+    assert scale[id(backbone.vit.encoder.layers[1].mlp[0].weight)] == 0.25
+    assert scale[id(backbone.vit.encoder.layers[0].mlp[0].weight)] == 0.125
+    assert scale[id(backbone.vit.conv_proj.weight)] == 0.0625  # the patch embedding moves least
+    # train() applies the scales: after a step, each group's lr is the scheduled lr times its scale
+    cfg = sslkit.make_config("smoke", num_epochs=1, batch_size=8, time_budget_s=None, lr=1e-3,
+                             lr_schedule="constant")
+    data = sslkit.load_dataset("shapes", "train", n=8, seed=0)
+    captured, real = {}, sslkit.train.make_optimizer
+    monkeypatch.setattr(sslkit.train, "make_optimizer", lambda m, c: captured.setdefault("opt", real(m, c)))
+    sslkit.train.train(model, data, cfg, progress=False)
+    assert sorted({round(g["lr"] / 1e-3, 6) for g in captured["opt"].param_groups}) == [0.0625, 0.125, 0.25, 0.5, 1.0]
+    plain = FineTuner(make_backbone("vit_tiny", **SMALL)[0], 10)
+    assert {g["lr_scale"] for g in plain.param_groups()} == {1.0}  # from scratch: one rate
+    with pytest.raises(ValueError, match=r"layer_decay=0 must be in \(0, 1\]"):
+        FineTuner(backbone, 10, layer_decay=0)
+
+
+def test_snapshots_are_taken_at_the_times_asked_with_the_same_masks(images, monkeypatch):
+    mae = small_mae()
+    snapshots = ReconstructionSnapshots(images[:4], at_s=(0.0, 10.0, 20.0), seed=3)
+    snapshots.take(mae, "before")
+    mae.step_callbacks.append(snapshots)
+    clock = iter([100.0, 105.0, 131.0, 200.0])  # seconds: first step, then 5 s, 31 s, 100 s after it
+    monkeypatch.setattr(mae_module.time, "perf_counter", lambda: next(clock))
+    for step in range(1, 5):
+        mae.on_step_end(step, 4)
+    assert [s["label"] for s in snapshots.taken] == ["before", "step 1 (0 s)", "step 3 (31 s)"]  # 10 s and 20 s: once
+    assert all(torch.equal(s["masked"], snapshots.taken[0]["masked"]) for s in snapshots.taken)
+    fig = snapshots.figure()
+    assert len(fig.axes) == 4 * (2 + 3)  # originals, masked inputs, 3 rows of reconstructions
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no snapshots"):
+        ReconstructionSnapshots(images[:2]).figure()
