@@ -34,3 +34,41 @@ def test_welcome_lesson_results():
     r = load_results(RESULTS / "00_welcome.lesson.json")
     assert r["profile"] == "lesson"
     assert r["metrics"]["knn_raw_pixels"] <= 0.25
+
+
+def _lesson(name):
+    path = RESULTS / f"{name}.lesson.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run notebooks/{name}.ipynb at the lesson profile with RESULTS_PATH={path}")
+    r = load_results(path)
+    assert r["profile"] == "lesson"
+    return r["metrics"], r["wall_time_s"]
+
+
+def test_pretext_lesson_results():
+    m, wall = _lesson("01_pretext")
+    assert m["knn_raw_pixels"] <= 0.25 and m["knn_random_init"] <= 0.25
+    # rotation meets issue 3's target (15 points over both baselines); jigsaw does not yet (see README)
+    assert m["knn_rotation"] >= max(m["knn_raw_pixels"], m["knn_random_init"]) + 0.15
+    assert m["knn_jigsaw"] > max(m["knn_raw_pixels"], m["knn_random_init"])
+    assert wall <= 300
+
+
+def test_contrastive_lesson_results():
+    m, _ = _lesson("02_contrastive")
+    assert m["knn_raw_pixels"] <= 0.25 and m["knn_random_init"] <= 0.25
+    assert m["knn_simclr"] >= 0.5 and m["knn_moco"] > m["knn_random_init"]
+    assert m["knn_simclr_no_color_jitter"] < m["knn_simclr"]  # the colour shortcut costs accuracy
+
+
+def test_gradcam_lesson_results():
+    m, wall = _lesson("06_gradcam")
+    assert m["cam_in_mask_ssl"] >= 1.5 * m["cam_in_mask_random_init"]
+    assert m["gradcam_max_abs_diff_vs_library"] <= 1e-5
+    assert wall <= 300
+
+
+def test_finetune_lesson_results():
+    m, wall = _lesson("07_finetune")
+    assert m["acc_ssl_finetune_10"] >= m["acc_scratch_10"] + 0.20
+    assert wall <= 300
