@@ -72,3 +72,22 @@ def test_finetune_lesson_results():
     m, wall = _lesson("07_finetune")
     assert m["acc_ssl_finetune_10"] >= m["acc_scratch_10"] + 0.20
     assert wall <= 300
+
+
+def test_masked_lesson_results():
+    m, _ = _lesson("04_masked")
+    assert m["finetune_mae_10pct"] >= m["finetune_scratch_10pct"] + 0.10
+    assert m["finetune_mae_10pct"] > m["linear_mae"]  # MAE: weak linear probe, strong fine-tuning
+    assert m["train_s_mae"] <= 310 and m["train_s_finetune_mae"] <= 310 and m["train_s_finetune_scratch"] <= 310
+
+
+def test_scaling_lesson_results():
+    m, _ = _lesson("05_scaling")
+    assert m["resume_identical"] == 1.0 and m["resume_max_abs_weight_diff"] == 0.0
+    assert m["ddp_world_size"] == 2
+
+
+def test_your_data_lesson_results():
+    m, _ = _lesson("08_your_data")
+    assert m["notebook_s"] <= 300
+    assert sum(k.startswith("sweep_") and k.endswith("_knn") for k in m) == 4
