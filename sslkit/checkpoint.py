@@ -40,22 +40,14 @@ def rng_state() -> dict:
     ``train`` takes it at the start of every step, so a run interrupted mid-step is saved as it was
     before that step and resumes with exactly the random crops it would have drawn.
     """
-    return _rng_state()
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore a state from ``rng_state`` (what ``load_checkpoint(restore_rng=True)`` does)."""
-    _set_rng_state(state)
-
-
-def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
+    """Restore a state from ``rng_state`` (what ``load_checkpoint(restore_rng=True)`` does)."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -109,7 +101,7 @@ def save_checkpoint(folder: str | Path, *, model, optimizer=None, scheduler=None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "epoch": epoch, "step": step, "config": dict(config or {}),
-             "rng": rng if rng is not None else _rng_state(), "extra": dict(extra or {})}
+             "rng": rng if rng is not None else rng_state(), "extra": dict(extra or {})}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
@@ -172,7 +164,7 @@ def load_checkpoint(path: str | Path, model=None, optimizer=None, scheduler=None
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
     if restore_rng and "rng" in state:
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
     return state
 
 
