@@ -35,6 +35,7 @@ _EXPORTS = {
     "DatasetNotFoundError": "data",
     "make_shapes": "shapes",
     "make_backbone": "models",
+    "backbone_overrides": "models",
     "extract_features": "evaluate", "knn_accuracy": "evaluate",
     "Results": "results", "load_results": "results",
 }

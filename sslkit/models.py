@@ -30,10 +30,12 @@ class SmallResNet(nn.Module):
         width: channels of the first stage; the stages have width, 2*width, 4*width, 8*width.
         blocks: number of residual blocks in each of the four stages.
         in_channels: channels of the input images (3 for RGB).
-    Output: (B, 8 * width) features after global average pooling.
+        last_width: channels of the last stage instead of 8*width. The last stage runs on 4x4 maps, so
+            widening it is cheap and gives kNN more dimensions to work with (None: 8*width).
+    Output: (B, last_width or 8 * width) features after global average pooling.
     """
 
-    def __init__(self, width: int = 32, blocks=(1, 1, 1, 1), in_channels: int = 3):
+    def __init__(self, width: int = 32, blocks=(1, 1, 1, 1), in_channels: int = 3, last_width: int | None = None):
         super().__init__()
         self.in_channels = in_channels
         self.stem = nn.Sequential(  # CIFAR stem: keeps the full 32x32 resolution
@@ -41,7 +43,7 @@ class SmallResNet(nn.Module):
             nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         layers, channels = [], width
         for stage, num_blocks in enumerate(blocks):
-            out = width * 2**stage
+            out = last_width if last_width and stage == len(blocks) - 1 else width * 2**stage
             stride = 1 if stage == 0 else 2  # (B, w, 32, 32) -> (B, 2w, 16, 16) -> ... -> (B, 8w, 4, 4)
             for i in range(num_blocks):
                 s = stride if i == 0 else 1
@@ -214,6 +216,22 @@ def make_backbone(name: str, **overrides) -> tuple[nn.Module, int]:
     build, defaults = BACKBONES[name]
     model = build(**{**defaults, **overrides})
     return model, model.feature_dim
+
+
+def backbone_overrides(cfg) -> dict:
+    """The knobs in ``cfg.extra`` that ``cfg.backbone``'s constructor takes (e.g. ``width``, ``last_width``):
+    ``make_backbone(cfg.backbone, **backbone_overrides(cfg))`` builds a notebook's architecture.
+
+    >>> import sslkit
+    >>> backbone_overrides(sslkit.make_config("lesson", width=8, last_width=128, temperature=0.2))
+    {'width': 8, 'last_width': 128}
+    """
+    import inspect
+
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    names = set(inspect.signature(BACKBONES[cfg.backbone][0]).parameters)
+    return {k: v for k, v in cfg.extra.items() if k in names}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -793,8 +793,9 @@ def parse_settings(pairs: list[str]) -> dict:
 def build(method_name: str, cfg: Config, distributed: bool = False) -> nn.Module:
     """The method of a run, as the notebooks build it: ``make_backbone`` then ``make_method``.
 
-    Knobs in ``cfg.extra`` go where their name fits: the backbone's constructor (``width``), the
-    method's (``temperature``), the views' ``AugmentParams`` (``crop_scale``, ``grayscale_prob``).
+    Knobs in ``cfg.extra`` go where their name fits: the backbone's constructor (``width``, ``last_width``), the
+    method's (``temperature``), the views' ``AugmentParams`` (``crop_scale``, ``grayscale_prob``; ``view_size``:
+    the views' size in pixels, default the images').
     With ``distributed``, methods that can gather negatives across processes do
     (``gather_distributed=True``: SimCLR's NT-Xent sees every process's batch).
     """
@@ -802,10 +803,10 @@ def build(method_name: str, cfg: Config, distributed: bool = False) -> nn.Module
 
     from .augment import AugmentParams
     from .methods import method_class
-    from .models import BACKBONES, make_backbone
+    from .models import BACKBONES, backbone_overrides, make_backbone
 
     cls = method_class(method_name)
-    backbone_knobs = {k: v for k, v in cfg.extra.items() if k in _parameters(BACKBONES[cfg.backbone][0])}
+    backbone_knobs = backbone_overrides(cfg)
     method_knobs = {k: v for k, v in cfg.extra.items() if k in _parameters(cls.__init__)}
     views = {k: v for k, v in cfg.extra.items() if k in {f.name for f in dataclasses.fields(AugmentParams)}}
     if "image_size" in _parameters(BACKBONES[cfg.backbone][0]):
@@ -813,7 +814,8 @@ def build(method_name: str, cfg: Config, distributed: bool = False) -> nn.Module
     if "image_size" in _parameters(cls.__init__):
         method_knobs.setdefault("image_size", cfg.image_size)
     if "augment" in _parameters(cls.__init__):
-        method_knobs.setdefault("augment", AugmentParams(**{"image_size": cfg.image_size, **views}))
+        size = cfg.extra.get("view_size", cfg.image_size)  # training views may be smaller than the images
+        method_knobs.setdefault("augment", AugmentParams(**{"image_size": size, **views}))
     if distributed and "gather_distributed" in _parameters(cls.__init__):
         method_knobs.setdefault("gather_distributed", True)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process (DDP also copies rank 0's)
@@ -829,7 +831,8 @@ def _known_settings(method_name: str, backbone: str) -> set[str]:
     from .models import BACKBONES
 
     return ({f.name for f in dataclasses.fields(Config)} | set(SPEED_KNOBS) | set(RUN_KNOBS)
-            | {"optimizer", "betas", "momentum", "lr_schedule"} | {f.name for f in dataclasses.fields(AugmentParams)}
+            | {"optimizer", "betas", "momentum", "lr_schedule", "view_size"}
+            | {f.name for f in dataclasses.fields(AugmentParams)}
             | _parameters(method_class(method_name).__init__) | _parameters(BACKBONES[backbone][0]))
 
 

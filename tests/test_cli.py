@@ -78,6 +78,10 @@ def test_settings_reach_the_method_the_backbone_and_the_views():
     assert method.augment.crop_scale == (0.5, 1.0) and method.augment.grayscale_prob == 0.5
     assert not method.criterion.gather_distributed
     assert build("simclr", cfg, distributed=True).criterion.gather_distributed
+    assert method.augment.image_size == cfg.image_size
+    # notebook 02's lesson recipe from the shell: a wide last stage and 24 px views
+    method = build("simclr", make_config("smoke", width=8, last_width=128, view_size=24))
+    assert method.backbone.feature_dim == 128 and method.augment.image_size == 24
 
 
 def test_torchrun_two_processes_on_cpu(tmp_path):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sslkit.models import BACKBONES, SmallResNet, count_parameters, make_backbone
+import sslkit
+from sslkit.models import BACKBONES, SmallResNet, backbone_overrides, count_parameters, make_backbone
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
@@ -28,6 +29,25 @@ def test_overrides_change_width_and_depth():
     backbone, dim = make_backbone("resnet_tiny", width=8, blocks=(2, 1, 1, 1))
     assert dim == 64
     assert count_parameters(backbone) < count_parameters(make_backbone("resnet_tiny")[0])
+
+
+def test_last_width_widens_only_the_last_stage():
+    narrow, _ = make_backbone("resnet_tiny", width=8)
+    wide, dim = make_backbone("resnet_tiny", width=8, last_width=128)
+    assert dim == 128 and wide(torch.zeros(2, 3, 32, 32)).shape == (2, 128)
+    for a, b in zip(narrow.layers[:-1].parameters(), wide.layers[:-1].parameters()):
+        assert a.shape == b.shape  # stages 1-3 unchanged
+    assert wide.layers[-1].conv2.weight.shape == (128, 128, 3, 3)
+
+
+def test_backbone_overrides_picks_the_constructor_knobs_of_the_configs_backbone():
+    cfg = sslkit.make_config("smoke", width=8, last_width=96, temperature=0.2, crop_scale=(0.5, 1.0))
+    assert backbone_overrides(cfg) == {"width": 8, "last_width": 96}
+    assert make_backbone(cfg.backbone, **backbone_overrides(cfg))[1] == 96
+    vit = sslkit.make_config("smoke", backbone="vit_tiny", width=8, hidden_dim=32)
+    assert backbone_overrides(vit) == {"hidden_dim": 32}  # width is not a ViT knob
+    with pytest.raises(ValueError, match="resnet_tiny"):
+        backbone_overrides(sslkit.make_config("smoke", backbone="resnet_huge"))
 
 
 def test_wrong_channel_count_says_how_to_fix():

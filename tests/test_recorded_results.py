@@ -30,6 +30,21 @@ def test_dataset_calibration():
     assert b["knn_supervised"] >= 0.95
 
 
+def test_batched_augmentation_speed():
+    b = _bench("augment")  # issue 4: the batched views at least 5x lightly's SimCLRTransform on PIL images
+    assert b["ratio"] >= 5.0 and b["image_size"] == 32 and b["views_per_image"] == 2
+
+
+def test_ssl_epoch_speed():
+    b = _bench("ssl_epoch")  # issue 4: a SimCLR epoch at least 2x lightly's DataLoader path
+    assert b["ratio"] >= 2.0 and b["lightly_num_workers"] == 2
+
+
+def test_eval_benchmark_recorded():
+    b = _bench("eval")  # issue 3: features, kNN and linear probe on 10,000 + 2,000 images (informational time)
+    assert b["num_train"] == 10_000 and b["num_test"] == 2_000 and b["knn_random_init"] <= 0.25
+
+
 def test_welcome_lesson_results():
     r = load_results(RESULTS / "00_welcome.lesson.json")
     assert r["profile"] == "lesson"
@@ -57,8 +72,25 @@ def test_pretext_lesson_results():
 def test_contrastive_lesson_results():
     m, _ = _lesson("02_contrastive")
     assert m["knn_raw_pixels"] <= 0.25 and m["knn_random_init"] <= 0.25
-    assert m["knn_simclr"] >= 0.5 and m["knn_moco"] > m["knn_random_init"]
+    # issue 4's target is 0.70 (not met at seed 0: see README); MoCo above both baselines
+    assert m["knn_simclr"] >= 0.6 and m["knn_moco"] > max(m["knn_raw_pixels"], m["knn_random_init"])
     assert m["knn_simclr_no_color_jitter"] < m["knn_simclr"]  # the colour shortcut costs accuracy
+    assert m["train_s_simclr"] <= 310 and m["train_s_moco"] <= 310
+
+
+def test_non_contrastive_lesson_results():
+    """What notebook 03's header says of its committed run (issue 4's targets for 03 are not met yet)."""
+    m, _ = _lesson("03_non_contrastive")
+    base = max(m["knn_raw_pixels"], m["knn_random_init"])
+    assert base <= 0.25
+    for key in ("knn_byol", "knn_simsiam", "knn_simsiam_no_stopgrad", "std_simsiam", "std_simsiam_no_stopgrad",
+                "knn_dino"):
+        assert key in m
+    assert m["knn_byol"] >= base + 0.05  # BYOL learns something in 5 minutes
+    assert m["knn_simsiam"] <= base + 0.05 and m["knn_dino"] <= base + 0.05  # SimSiam and DINO do not yet
+    # SimSiam's predictions (512-d) collapse with and without the stop-gradient: std x sqrt(d) below 0.2
+    assert m["std_prediction_simsiam"] * 512**0.5 < 0.2 and m["std_prediction_simsiam_no_stopgrad"] * 512**0.5 < 0.2
+    assert all(m[f"train_s_{k}"] <= 310 for k in ("byol", "simsiam", "simsiam_no_stopgrad", "dino"))
 
 
 def test_gradcam_lesson_results():
