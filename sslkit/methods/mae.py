@@ -50,7 +50,8 @@ from ..augment import AugmentParams, augment
 from ..config import Config
 from ..data import ImageData, to_float, to_uint8
 from ..models import TinyViT
-from ..train import History, Supervised, train
+from ..finetune import FineTune
+from ..train import History, train
 
 
 def check_mask_ratio(mask_ratio: float, num_patches: int) -> int:
@@ -358,8 +359,9 @@ def accuracy(model: nn.Module, data: ImageData, batch_size: int = 512) -> float:
     return correct / len(data)
 
 
-class FineTuner(Supervised):
-    """``Supervised`` (a linear head, cross-entropy, flips and shifts) with MAE's fine-tuning groups.
+class FineTuner(FineTune):
+    """``sslkit.finetune.FineTune`` (a linear head, the backbone at ``backbone_lr_scale`` of its lr) with
+    MAE's fine-tuning groups.
 
     Pre-trained weights are worth keeping, so they move more slowly than the new head:
     every backbone parameter's learning rate is multiplied by ``backbone_lr_scale``, and by
@@ -378,11 +380,11 @@ class FineTuner(Supervised):
 
     def __init__(self, backbone: nn.Module, num_classes: int, backbone_lr_scale: float = 1.0,
                  layer_decay: float = 1.0, **kwargs):
-        super().__init__(backbone, num_classes, **kwargs)
         if not 0 < backbone_lr_scale <= 1 or not 0 < layer_decay <= 1:
             raise ValueError(f"backbone_lr_scale={backbone_lr_scale} and layer_decay={layer_decay} must be in (0, 1] "
                              f"(1: the backbone learns at the head's rate; MAE uses layer_decay 0.75)")
-        self.backbone_lr_scale, self.layer_decay = backbone_lr_scale, layer_decay
+        super().__init__(backbone, num_classes, backbone_lr_scale=backbone_lr_scale, **kwargs)
+        self.layer_decay = layer_decay
 
     def param_groups(self) -> list[dict]:
         """Torch parameter groups, each with its ``lr_scale`` (read by ``sslkit.train.make_optimizer``)."""
