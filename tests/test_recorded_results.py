@@ -4,6 +4,7 @@ These files come from real runs (`python -m sslkit.bench NAME > results/bench/NA
 profile); a test here fails when a re-run misses a target or a file goes missing.
 """
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,12 @@ def test_scaling_lesson_results():
     m, _ = _lesson("05_scaling")
     assert m["resume_identical"] == 1.0 and m["resume_max_abs_weight_diff"] == 0.0
     assert m["ddp_world_size"] == 2
+    # the header quotes the committed run's ratios: they must be the recorded ones
+    header = " ".join(json.loads((RESULTS.parent / "notebooks" / "05_scaling.ipynb").read_text())["cells"][0]["source"])
+    quoted = re.search(r"bf16 ([\d.]+)x the speed at ([\d.]+)x the memory, the\s+DataLoader loop ([\d.]+)x", header)
+    assert quoted, "notebook 05's header no longer quotes the committed run's ratios"
+    recorded = (m["speedup_bf16"], m["memory_ratio_bf16"], m["speedup_lightly_dataloader"])
+    assert [float(q) for q in quoted.groups()] == [round(r, 2) for r in recorded], (quoted.groups(), recorded)
 
 
 def test_your_data_lesson_results():
