@@ -3,7 +3,9 @@
 ``sweep(notebook, grid, out_dir)`` runs the notebook once per combination of the grid's values.
 Each run writes ``out_dir/<run>.ipynb`` (the executed notebook) and ``out_dir/<run>.json`` (its
 results file). A run whose results file already exists is not run again, so an interrupted sweep
-finishes the missing runs when called again; a failed run is reported and the others go on.
+finishes the missing runs when called again; a failed run is reported and the others go on. A
+finished run made with other parameters (a changed ``fixed`` value: another profile, width, ...)
+is not reused: it runs again, and its earlier files move to ``out_dir/replaced/`` (nothing lost).
 ``collect(out_dir)`` reads the results files back into rows for a table or a plot.
 
 What one run does is up to the notebook. ``experiment_notebook(path)`` writes a small one whose
@@ -22,6 +24,7 @@ notebook.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +54,11 @@ class SweepReport:
     skipped: list = field(default_factory=list)  # run names whose results file was already there
     failed: dict = field(default_factory=dict)  # run name -> the error, one line
     pending: list = field(default_factory=list)  # run names left for a later call (``limit``)
+    replaced: list = field(default_factory=list)  # run names re-run because their earlier run had other parameters
 
     def __repr__(self):
         more = f", pending={len(self.pending)}" if self.pending else ""
+        more += f", replaced={len(self.replaced)}" if self.replaced else ""
         return (f"SweepReport(done={len(self.done)}, skipped={len(self.skipped)}, failed={len(self.failed)}"
                 f"{more})")
 
@@ -88,8 +93,14 @@ def sweep(notebook: str | Path, grid: dict, out_dir: str | Path, fixed: dict | N
             name = run_name(params)
             results_path = out_dir / f"{name}.json"
             if _finished(results_path):
-                report.skipped.append(name)
-                continue
+                changed = _changed_parameters(out_dir / f"{name}.ipynb", {**fixed, **params})
+                if not changed:
+                    report.skipped.append(name)
+                    continue
+                kept = _set_aside(out_dir, name)
+                report.replaced.append(name)
+                print(f"{name}: its finished run had other parameters ({changed}); running it again, the earlier "
+                      f"files are kept in {kept}")
             if limit is not None and len(report.done) + len(report.failed) >= limit:
                 report.pending.append(name)
                 continue
@@ -122,6 +133,31 @@ def _finished(results_path: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _changed_parameters(executed: Path, wanted: dict) -> str:
+    """How the parameters papermill recorded in an executed run differ from ``wanted`` ('' : the same, or unknown)."""
+    try:
+        recorded = json.loads(executed.read_text())["metadata"]["papermill"]["parameters"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # no executed notebook to compare with: trust the results file
+    recorded = {k: v for k, v in recorded.items() if k != "RESULTS_PATH"}
+    wanted = json.loads(json.dumps(wanted, default=str))  # as papermill stores them (tuples become lists)
+    return ", ".join(f"{k}: {recorded.get(k, '(unset)')!r} then, {wanted.get(k, '(unset)')!r} now"
+                     for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k))
+
+
+def _set_aside(out_dir: Path, name: str) -> Path:
+    """Move a run's files into ``out_dir/replaced/`` under a name no earlier move used; returns the folder."""
+    kept = out_dir / "replaced"
+    kept.mkdir(exist_ok=True)
+    n = 1
+    while any((kept / f"{name}.{n}{ext}").exists() for ext in (".json", ".ipynb")):
+        n += 1
+    for ext in (".json", ".ipynb"):
+        if (out_dir / f"{name}{ext}").exists():
+            (out_dir / f"{name}{ext}").replace(kept / f"{name}.{n}{ext}")
+    return kept
 
 
 def collect(out_dir: str | Path, metrics: list[str] | None = None) -> list[dict]:

@@ -41,6 +41,22 @@ def test_sweep_runs_every_combination_reports_failures_and_resumes(tmp_path):
     assert "score" in format_table(rows).splitlines()[0]
 
 
+def test_a_run_made_with_other_fixed_parameters_is_run_again_and_the_old_one_kept(tmp_path, capsys):
+    nb = _notebook(tmp_path / "toy.ipynb")
+    out = tmp_path / "runs"
+    sweep(nb, {"LR": [0.1]}, out, fixed={"PROFILE": "smoke", "SEED": 0}, progress=False)
+    same = sweep(nb, {"LR": [0.1]}, out, fixed={"PROFILE": "smoke", "SEED": 0}, progress=False)
+    assert same.skipped == ["LR=0.1"] and not same.replaced
+    other = sweep(nb, {"LR": [0.1]}, out, fixed={"PROFILE": "smoke", "SEED": 2}, progress=False)
+    assert other.done == ["LR=0.1"] and other.replaced == ["LR=0.1"]
+    assert "SEED: 0 then, 2 now" in capsys.readouterr().out
+    assert load_results(out / "LR=0.1.json")["metrics"]["score"] == pytest.approx(3.0)  # 0.1 * 10 + 2
+    old = out / "replaced" / "LR=0.1.1.json"
+    assert load_results(old)["metrics"]["score"] == pytest.approx(1.0)  # the earlier run, not lost
+    assert (out / "replaced" / "LR=0.1.1.ipynb").exists()
+    assert [r["LR"] for r in collect(out)] == ["0.1"], "set-aside runs stay out of the table"
+
+
 def test_unknown_parameter_fails_before_any_run(tmp_path):
     nb = _notebook(tmp_path / "toy.ipynb")
     with pytest.raises(ValueError, match=r"no parameter\(s\) \['TEMPERATURE'\]; its parameters cell defines: PROFILE"):
