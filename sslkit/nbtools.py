@@ -21,6 +21,9 @@ from pathlib import Path
 
 CHECK_MARK = "NBVAL_CHECK_OUTPUT"
 KERNEL = "sslkit"
+# the kernels papermill starts log only errors: ipykernel's warning that a local kernel talks over TCP would
+# otherwise land in the output of the notebook cell that runs them (notebook 08's sweeps)
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 
 
 class NotebookError(RuntimeError):
@@ -73,7 +76,7 @@ def run_notebook(path: str | Path, output_path: str | Path | None = None, parame
     try:
         return papermill.execute_notebook(str(path), str(output_path), parameters=parameters, kernel_name=kernel,
                                           cwd=str(cwd or path.parent), progress_bar=progress,
-                                          execution_timeout=timeout)
+                                          execution_timeout=timeout, extra_arguments=QUIET_KERNEL)
     except PapermillExecutionError as e:
         nb = json.loads(Path(output_path).read_text())
         failed = [c for c in nb["cells"] if any(o.get("output_type") == "error" for o in c.get("outputs", []))]

@@ -111,3 +111,11 @@ def test_run_experiment_and_its_notebook(tmp_path):
     nb = experiment_notebook(tmp_path / "x" / "experiment.ipynb")
     params = notebook_parameters(nb)
     assert list(params) == list(EXPERIMENT_PARAMETERS) and params["METHOD"] == '"simclr"'
+
+
+def test_the_kernels_papermill_starts_print_no_warnings_into_the_calling_notebook(tmp_path, capfd):
+    from sslkit.nbtools import run_notebook
+
+    nb = run_notebook(_notebook(tmp_path / "toy.ipynb"), tmp_path / "out.ipynb", {"PROFILE": "smoke"})
+    assert nb.metadata.papermill.parameters == {"PROFILE": "smoke"}
+    assert "IPKernelApp" not in capfd.readouterr().err  # was: "Kernel is running over TCP without encryption"
