@@ -44,6 +44,22 @@ def test_bad_batch_and_queue_sizes_are_clear(images):
         make_method("moco", *_backbone(), queue_size=100).training_step(images, None)
 
 
+@pytest.mark.parametrize("name", ["barlowtwins", "vicreg"])
+def test_batch_statistics_methods_refuse_a_batch_of_one(name, images):
+    with pytest.raises(ValueError, match="at least 2 images"):
+        make_method(name, *_backbone()).training_step(images[:1], None)
+
+
+@pytest.mark.parametrize("name", ["barlowtwins", "vicreg"])
+def test_the_loss_itself_makes_a_collapsed_embedding_expensive(name):
+    """What notebook 03 says of Barlow Twins and VICReg: no architecture needed, a constant embedding costs more."""
+    criterion = make_method(name, *_backbone()).criterion
+    torch.manual_seed(0)
+    spread = torch.randn(64, 32)
+    collapsed = torch.ones(64, 32) + 1e-3 * torch.randn(64, 32)
+    assert criterion(collapsed, collapsed) > criterion(spread, spread + 0.1 * torch.randn(64, 32)) + 1.0
+
+
 def _ntxent_by_hand(z0, z1, temperature):
     """NT-Xent (Chen et al. 2020, eq. 1) written out: softmax over the 2B - 1 others, the positive is the twin."""
     z = F.normalize(torch.cat([z0, z1]), dim=1)  # (2B, D)

@@ -21,6 +21,8 @@ METHODS = {
     "byol": "sslkit.methods.byol:BYOL",
     "simsiam": "sslkit.methods.simsiam:SimSiam",
     "dino": "sslkit.methods.dino:DINO",
+    "barlowtwins": "sslkit.methods.barlowtwins:BarlowTwins",
+    "vicreg": "sslkit.methods.vicreg:VICReg",
     "mae": "sslkit.methods.mae:MAE",
 }
 
