@@ -95,6 +95,21 @@ class AugmentParams:
 # the PIL path: lightly's transforms
 
 
+def recipe_views(cfg) -> AugmentParams:
+    """The views of notebook 02's SimCLR recipe, which notebook 03's methods and the fallback trainings of 06
+    and 07 share: crops of at least ``min_crop`` of the image (0.7), grey with probability ``grayscale``
+    (0.8), ``view_size`` px (default: the images' size); each knob read from ``cfg.extra``.
+
+    >>> import sslkit
+    >>> v = recipe_views(sslkit.make_config("smoke", view_size=24))
+    >>> v.image_size, v.crop_scale, v.grayscale_prob
+    (24, (0.7, 1.0), 0.8)
+    """
+    return AugmentParams(image_size=cfg.extra.get("view_size", cfg.image_size),
+                         crop_scale=(cfg.extra.get("min_crop", 0.7), 1.0),
+                         grayscale_prob=cfg.extra.get("grayscale", 0.8))
+
+
 def lightly_transform(method: str = "simclr", image_size: int = 32, **kwargs):
     """lightly's view transform for ``method`` at ``image_size``, normalised like ``to_float``.
 
