@@ -107,7 +107,9 @@ NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
     # lambda 0.02 0.2745, 1024-d embedding 0.3515, weight decay 0.05 0.366, weight decay 0.05 + lambda 0.0025 0.4505
     # (seed 1: 0.4015, against 0.402 without either); VICReg (one thread: 0.5165) weight decay 0.05 0.564. The notebook
     # with the values below (two threads, alone): BYOL 0.370 (was 0.2515), Barlow Twins 0.432 (0.438), VICReg 0.583
-    # (0.514), SimSiam 0.1065, DINO 0.0965
+    # (0.514), SimSiam 0.1065, DINO 0.0965. Three times the budget (900 s, one thread, weight decay 0.05): SimSiam 0.117
+    # after 78 epochs, predictions still collapsed; DINO 0.165 (linear 0.30) after 47 epochs, its loss 6.07 slowly
+    # leaving ln 1024 = 6.93: DINO is slow here, SimSiam does not learn at all
     "03_non_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0),
                            "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, view_size=24,
                                           time_budget_s=300.0, num_epochs=60, batch_size=128, lr=5e-3,
