@@ -14,8 +14,14 @@ PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: install lab test bench strip-notebooks clean
 
+# the pinned torch/torchvision pair is a CUDA build (it runs on the CPU too): about 6.2 GB in $(VENV)
+NEED_GB ?= 6.5
+
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "sslkit needs Python 3.10 or newer; run make PYTHON=python3.11"'
+	@$(PYTHON) -c 'import shutil, sys; from pathlib import Path; v = Path("$(VENV)").absolute(); d = next(p for p in v.parents if p.exists()); free = shutil.disk_usage(d).free / 2**30; \
+		free < $(NEED_GB) and sys.exit(f"sslkit: {free:.1f} GB free in {d}, the install needs about $(NEED_GB) GB (torch with its CUDA libraries is 6.2 GB, on a CPU machine too). " \
+		"Free some space (old clones of this repository with their .venv, pip cache purge) or put the environment elsewhere: make VENV=/path/with/space/.venv ...")'
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt

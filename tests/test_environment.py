@@ -84,3 +84,13 @@ def test_import_is_light_and_offline():
 
 def test_ci_script_calls_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_refuses_a_full_disk_before_creating_the_environment(tmp_path):
+    """The CUDA build of torch is 6.2 GB: with too little space, `make` says so up front (pip would fail midway)."""
+    venv = tmp_path / "new" / ".venv"
+    out = subprocess.run(["make", "-s", "install", f"VENV={venv}", "NEED_GB=1000000"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "GB free in" in out.stderr and "make VENV=" in out.stderr, out.stderr
+    assert not venv.exists()
