@@ -87,11 +87,12 @@ def test_non_contrastive_lesson_results():
     for key in ("knn_byol", "knn_simsiam", "knn_simsiam_no_stopgrad", "std_simsiam", "std_simsiam_no_stopgrad",
                 "knn_dino", "knn_barlowtwins", "knn_vicreg"):
         assert key in m
-    assert m["knn_byol"] >= base + 0.20  # the header: BYOL 0.37, it learns in 5 minutes
-    assert m["knn_simsiam"] <= base + 0.05 and m["knn_dino"] <= base + 0.05  # SimSiam and DINO do not yet
-    # SimSiam's predictions (512-d) collapse with and without the stop-gradient: std x sqrt(d) below 0.2
-    assert m["std_prediction_simsiam"] * 512**0.5 < 0.2 and m["std_prediction_simsiam_no_stopgrad"] * 512**0.5 < 0.2
-    # the header: VICReg 0.58 and Barlow Twins 0.43, the only methods of 03 with issue 4's 30 points (VICReg) or near
+    assert m["knn_byol"] >= base + 0.10  # the header: BYOL 0.30, it learns in 5 minutes
+    assert m["knn_dino"] <= base + 0.05  # DINO does not yet
+    # SimSiam's predictions (128-d) stay spread with the stop-gradient and collapse without it (std x sqrt(d))
+    assert m["std_prediction_simsiam"] * 128**0.5 > 0.5 and m["std_prediction_simsiam_no_stopgrad"] * 128**0.5 < 0.2
+    assert m["knn_simsiam_no_stopgrad"] < m["knn_simsiam"] <= base + 0.05  # kNN falls without it; near the baselines
+    # the header: VICReg 0.60 and Barlow Twins 0.44, the only methods of 03 with issue 4's 30 points (VICReg) or near
     assert m["knn_vicreg"] >= base + 0.40 and m["knn_barlowtwins"] >= base + 0.25
     assert m["knn_vicreg"] > m["knn_byol"] and m["knn_barlowtwins"] > m["knn_byol"]
     assert all(m[f"train_s_{k}"] <= 310 for k in ("byol", "simsiam", "simsiam_no_stopgrad", "dino", "barlowtwins",

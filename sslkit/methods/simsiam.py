@@ -8,6 +8,11 @@ L2-normalised projections falls towards 0), with it they do not.
 Shapes: views x0, x1 (B, 3, S, S) -> projections z0, z1 (B, out_dim) -> predictions p0, p1 (B, out_dim)
 -> loss = negative cosine similarity of p to the (detached) z of the other view, symmetrised.
 
+Sizes and optimiser: the heads default to lightly's CIFAR-10 benchmark (projection 512 -> 128, predictor
+bottleneck 64), trained there with SGD (lr 0.06 at batch 128, momentum 0.9, weight decay 5e-4), as the
+paper does. On notebook 03's small network and budget, wider heads (512-d outputs, 128-d bottleneck) or
+AdamW let the predictions collapse *with* the stop-gradient too (measured in ``sslkit.config``'s notes).
+
 >>> import torch, sslkit
 >>> backbone, dim = sslkit.make_backbone("resnet_tiny")
 >>> SimSiam(backbone, dim).training_step(sslkit.load_dataset("shapes", "train", n=8).images, None).ndim
@@ -24,8 +29,8 @@ from ..augment import AugmentParams, two_views
 
 
 class SimSiam(nn.Module):
-    def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int = 512, pred_dim: int = 128,
-                 out_dim: int = 512, stop_gradient: bool = True, augment: AugmentParams | None = None):
+    def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int = 512, pred_dim: int = 64,
+                 out_dim: int = 128, stop_gradient: bool = True, augment: AugmentParams | None = None):
         super().__init__()
         self.backbone = backbone
         self.projection_head = SimSiamProjectionHead(feature_dim, hidden_dim, out_dim)
