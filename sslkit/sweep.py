@@ -224,7 +224,8 @@ def run_experiment(method_name: str, cfg, results=None, data: tuple | None = Non
 
     The method is built by ``sslkit.train.build`` (``cfg.extra`` knobs go to the backbone, the
     method or its views, as for ``python -m sslkit.train``), trained on the ``unlabeled`` split
-    with ``cfg``'s budget, and evaluated with ``evaluate_backbone`` on ``train`` (the kNN bank,
+    with ``cfg``'s budget (and a method's own optimiser recipe: ``sslkit.train.method_config``; SimSiam
+    trains with SGD), and evaluated with ``evaluate_backbone`` on ``train`` (the kNN bank,
     the probe's training set) and ``test``. A dataset without labels (a flat image folder) is
     trained on and not evaluated.
 
@@ -236,9 +237,10 @@ def run_experiment(method_name: str, cfg, results=None, data: tuple | None = Non
     """
     from .data import load_split
     from .evaluate import evaluate_backbone
-    from .train import build, train
+    from .train import build, method_config, train
 
     method = build(method_name, cfg)  # first: a typo in the method's name fails before any loading
+    cfg = method_config(method_name, cfg)  # e.g. SimSiam trains with SGD (sslkit.train.METHOD_RECIPES)
     if data is None:
         unlabeled = load_split(cfg, "unlabeled")
         try:

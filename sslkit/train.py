@@ -135,6 +135,42 @@ def make_optimizer(method: nn.Module, cfg: Config) -> torch.optim.Optimizer:
                              betas=tuple(cfg.extra.get("betas", (0.9, 0.999))))
 
 
+# methods whose own optimiser recipe replaces the profile's AdamW: name -> (optimizer, lr, weight decay).
+# SimSiam: lightly's CIFAR-10 benchmark (SGD, lr 0.06 at batch 128, weight decay 5e-4); with AdamW its
+# predictions collapse even with the stop-gradient (measured in sslkit.config's notes for notebook 03)
+METHOD_RECIPES = {"simsiam": dict(optimizer="sgd", lr=0.06, weight_decay=5e-4)}
+
+
+def method_config(method_name: str, cfg: Config, lr: float | None = None) -> Config:
+    """``cfg`` for training ``method_name``: the method's own optimiser recipe where it has one.
+
+    Applies only when ``cfg.extra`` names no ``optimizer`` (naming one means "I choose"). The
+    learning rate and weight decay come from ``cfg.extra`` as ``<method>_lr`` and
+    ``<method>_weight_decay`` (notebook 03 sets ``simsiam_lr``), else ``lr``, else the recipe's.
+    Methods without a recipe get ``cfg`` unchanged.
+
+    >>> import sslkit
+    >>> c = method_config("simsiam", sslkit.make_config("smoke"))
+    >>> c.extra["optimizer"], c.lr, c.weight_decay
+    ('sgd', 0.06, 0.0005)
+    >>> method_config("simsiam", sslkit.make_config("smoke", simsiam_lr=0.12)).lr
+    0.12
+    >>> method_config("simsiam", sslkit.make_config("smoke", optimizer="adamw")).extra["optimizer"]
+    'adamw'
+    >>> method_config("simclr", sslkit.make_config("smoke")).lr == sslkit.make_config("smoke").lr
+    True
+    """
+    import dataclasses
+
+    recipe = METHOD_RECIPES.get(method_name)
+    if recipe is None or "optimizer" in cfg.extra:
+        return cfg
+    return dataclasses.replace(
+        cfg, lr=cfg.extra.get(f"{method_name}_lr", lr if lr is not None else recipe["lr"]),
+        weight_decay=cfg.extra.get(f"{method_name}_weight_decay", recipe["weight_decay"]),
+        extra={**cfg.extra, "optimizer": recipe["optimizer"]})
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global generators (CPU and GPU) and return a CPU generator for shuffling."""
     torch.manual_seed(seed)
@@ -832,6 +868,7 @@ def _known_settings(method_name: str, backbone: str) -> set[str]:
 
     return ({f.name for f in dataclasses.fields(Config)} | set(SPEED_KNOBS) | set(RUN_KNOBS)
             | {"optimizer", "betas", "momentum", "lr_schedule", "view_size"}
+            | ({f"{method_name}_lr", f"{method_name}_weight_decay"} if method_name in METHOD_RECIPES else set())
             | {f.name for f in dataclasses.fields(AugmentParams)}
             | _parameters(method_class(method_name).__init__) | _parameters(BACKBONES[backbone][0]))
 
@@ -892,6 +929,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as e:
         parser.error(str(e))
 
+    cfg = method_config(args.method, cfg, lr=args.lr)  # e.g. SimSiam: SGD, unless --set optimizer=...
     say = print if info.is_main else (lambda *a, **k: None)  # only rank 0 talks
     results = None
     if info.is_main:
@@ -900,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
             f"train_{args.method}", cfg.profile))
     say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}: {info.world_size} process(es) on "
         f"{info.device}, batch {cfg.batch_size} per process ({cfg.batch_size * info.world_size} in all), "
-        f"lr {peak_lr(cfg, info.world_size):g}")
+        f"{cfg.extra.get('optimizer', 'adamw')} lr {peak_lr(cfg, info.world_size):g}")
     unlabeled = load_split(cfg, "unlabeled")
     method = build(args.method, cfg, distributed=info.distributed)
     history = train(method, unlabeled, cfg, progress=not args.quiet, run_dir=args.run_dir, max_steps=args.max_steps,

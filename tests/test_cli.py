@@ -30,6 +30,13 @@ def test_a_run_writes_results_and_checkpoints_and_a_rerun_resumes(tmp_path, caps
     assert sorted(p.name for p in run_dir.glob("epoch-*.pt")) == ["epoch-0001.pt", "epoch-0002.pt"]
 
 
+def test_simsiam_from_the_shell_trains_with_sgd_and_takes_its_lr(tmp_path, capsys):
+    for extra, said in [([], "sgd lr 0.06\n"), (["--lr", "0.1"], "sgd lr 0.1\n"), (["--set", "simsiam_lr=0.2"], "sgd lr 0.2\n"),
+                        (["--set", "optimizer=adamw", "--lr", "0.001"], "adamw lr 0.001\n")]:
+        assert main(["simsiam", *TINY, "--max-steps", "1", "--results", str(tmp_path / "r.json"), *extra]) == 0
+        assert said in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, message", [
     (["simclrr"], "unknown method 'simclrr'; choose one of: rotation, jigsaw, simclr, moco, byol"),
     (["simclr", "--set", "temperature"], "--set 'temperature': write KEY=VALUE"),
