@@ -73,8 +73,8 @@ def test_pretext_lesson_results():
 def test_contrastive_lesson_results():
     m, _ = _lesson("02_contrastive")
     assert m["knn_raw_pixels"] <= 0.25 and m["knn_random_init"] <= 0.25
-    # issue 4's target is 0.70 (not met at seed 0: see README); MoCo above both baselines
-    assert m["knn_simclr"] >= 0.6 and m["knn_moco"] > max(m["knn_raw_pixels"], m["knn_random_init"])
+    # issue 4's target: SimCLR at least 0.70 within 5 minutes; MoCo above both baselines
+    assert m["knn_simclr"] >= 0.70 and m["knn_moco"] > max(m["knn_raw_pixels"], m["knn_random_init"])
     assert m["knn_simclr_no_color_jitter"] < m["knn_simclr"]  # the colour shortcut costs accuracy
     assert m["train_s_simclr"] <= 310 and m["train_s_moco"] <= 310
 
