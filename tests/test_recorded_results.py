@@ -135,3 +135,24 @@ def test_your_data_lesson_results():
     m, _ = _lesson("08_your_data")
     assert m["notebook_s"] <= 300
     assert sum(k.startswith("sweep_") and k.endswith("_knn") for k in m) == 4
+
+
+NOTEBOOKS = sorted(p.stem for p in (RESULTS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_header_time_matches_the_recorded_wall_time(name):
+    """The **Time** paragraph of each notebook's header says how long the lesson profile takes; the committed run
+    must agree: one of its "about N minutes" within 0.7-1.3x the recorded wall time, or "under a minute" and < 60 s."""
+    nb = json.loads((RESULTS.parent / "notebooks" / f"{name}.ipynb").read_text())
+    header = "".join(nb["cells"][0]["source"])
+    time_paragraph = header[header.index("**Time**"):].split("\n\n")[0]
+    lesson = re.sub(r"\s+", " ", time_paragraph[time_paragraph.index("lesson profile"):])
+    wall_min = load_results(RESULTS / f"{name}.lesson.json")["wall_time_s"] / 60
+    if lesson.startswith("lesson profile under a minute"):
+        assert wall_min < 1, f"{name}: the header says under a minute, the committed run took {wall_min:.1f} min"
+        return
+    said = [float(n) for n in re.findall(r"about (\d+(?:\.\d+)?) minutes?", lesson)]
+    assert said, f"{name}: no 'about N minutes' for the lesson profile in the header's Time paragraph"
+    assert any(0.7 * n <= wall_min <= 1.3 * n for n in said), \
+        f"{name}: the header says about {said} minutes, the committed lesson run took {wall_min:.1f} min"
