@@ -124,7 +124,11 @@ NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
     # 0.2 (lr 0.06) 0.14; 512-d heads with SGD, a fixed predictor lr, a linear predictor, 2000 images: collapsed
     # predictions. DINO with notebook 02's colour augmentation (grey 0.8, jitter 0.8): loss stuck at ln 1024, kNN
     # 0.115; with SGD lr 0.06: 0.108; the last layer frozen for the first epoch (DINO's freeze_last_layer) 0.0965, and
-    # with K = 256 prototypes 0.107 (loss 5.24 of ln 256 = 5.55)
+    # with K = 256 prototypes 0.107 (loss 5.24 of ln 256 = 5.55). Session 7 (same set-up): BYOL with SGD (weight decay
+    # 5e-4, momentum from 0.9) lr 0.06 0.2585, lr 0.12 0.3435, lr 0.25 0.1305; Barlow Twins with a 1024 hidden layer
+    # 0.3495; DINO teacher temperature 0.02 0.111 (loss leaves ln 1024: 3.8), target momentum from 0.96 0.1225 (loss
+    # falls to 2.7, then back to 6.5); BYOL as committed 0.318 (reference), momentum schedule ending at 1 when the budget
+    # ends (22 epochs) 0.337, heads 2048 / 256 (lightly's sizes) 0.2035; Barlow Twins lr 1e-2 0.3975
     "03_non_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0),
                            "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, view_size=24,
                                           time_budget_s=300.0, num_epochs=60, batch_size=128, lr=5e-3,
