@@ -233,7 +233,8 @@ def run_experiment(method_name: str, cfg, results=None, data: tuple | None = Non
         data: ``(unlabeled, train, test)`` already loaded (None: ``load_split`` them from ``cfg``;
             ``train`` and ``test`` may be None for a dataset without labels).
     Returns the metrics (also recorded in ``results`` if given): ``knn``, ``linear``, ``std``,
-    ``uniformity``, ``alignment``, ``steps``, ``epochs``, ``train_s``, ``final_loss``.
+    ``uniformity``, ``alignment``, ``steps``, ``epochs``, ``train_s``, ``final_loss``, ``lr`` (the peak
+    learning rate it trained with).
     """
     from .data import load_split
     from .evaluate import evaluate_backbone
@@ -251,7 +252,7 @@ def run_experiment(method_name: str, cfg, results=None, data: tuple | None = Non
     else:
         unlabeled, train_data, test_data = data
     history = train(method, unlabeled, cfg, progress=progress)
-    metrics = {"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s}
+    metrics = {"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s, "lr": cfg.lr}
     if history.losses:
         metrics["final_loss"] = history.final_loss
     if train_data is not None and test_data is not None:
