@@ -241,7 +241,7 @@ def run_experiment(method_name: str, cfg, results=None, data: tuple | None = Non
     from .train import build, method_config, train
 
     method = build(method_name, cfg)  # first: a typo in the method's name fails before any loading
-    cfg = method_config(method_name, cfg)  # e.g. SimSiam trains with SGD (sslkit.train.METHOD_RECIPES)
+    cfg = method_config(method_name, cfg)  # e.g. SimSiam trains with SGD (its class's recipe)
     if data is None:
         unlabeled = load_split(cfg, "unlabeled")
         try:

@@ -135,14 +135,11 @@ def make_optimizer(method: nn.Module, cfg: Config) -> torch.optim.Optimizer:
                              betas=tuple(cfg.extra.get("betas", (0.9, 0.999))))
 
 
-# methods whose own optimiser recipe replaces the profile's AdamW: name -> (optimizer, lr, weight decay).
-# SimSiam: lightly's CIFAR-10 benchmark (SGD, lr 0.06 at batch 128, weight decay 5e-4); with AdamW its
-# predictions collapse even with the stop-gradient (measured in sslkit.config's notes for notebook 03)
-METHOD_RECIPES = {"simsiam": dict(optimizer="sgd", lr=0.06, weight_decay=5e-4)}
-
-
 def method_config(method_name: str, cfg: Config, lr: float | None = None) -> Config:
     """``cfg`` for training ``method_name``: the method's own optimiser recipe where it has one.
+
+    A method class may carry ``recipe = dict(optimizer=..., lr=..., weight_decay=...)`` (SimSiam does:
+    SGD as in lightly's CIFAR-10 benchmark; AdamW collapses it here) that replaces the profile's AdamW.
 
     Applies only when ``cfg.extra`` names no ``optimizer`` (naming one means "I choose"). The
     learning rate and weight decay come from ``cfg.extra`` as ``<method>_lr`` and
@@ -162,7 +159,9 @@ def method_config(method_name: str, cfg: Config, lr: float | None = None) -> Con
     """
     import dataclasses
 
-    recipe = METHOD_RECIPES.get(method_name)
+    from .methods import method_class
+
+    recipe = getattr(method_class(method_name), "recipe", None)
     if recipe is None or "optimizer" in cfg.extra:
         return cfg
     return dataclasses.replace(
@@ -868,7 +867,8 @@ def _known_settings(method_name: str, backbone: str) -> set[str]:
 
     return ({f.name for f in dataclasses.fields(Config)} | set(SPEED_KNOBS) | set(RUN_KNOBS)
             | {"optimizer", "betas", "momentum", "lr_schedule", "view_size"}
-            | ({f"{method_name}_lr", f"{method_name}_weight_decay"} if method_name in METHOD_RECIPES else set())
+            | ({f"{method_name}_lr", f"{method_name}_weight_decay"} if hasattr(method_class(method_name), "recipe")
+               else set())
             | {f.name for f in dataclasses.fields(AugmentParams)}
             | _parameters(method_class(method_name).__init__) | _parameters(BACKBONES[backbone][0]))
 

@@ -29,6 +29,9 @@ from ..augment import AugmentParams, two_views
 
 
 class SimSiam(nn.Module):
+    # the optimiser sslkit.train.method_config trains SimSiam with (lightly's CIFAR-10 benchmark), unless one is named
+    recipe = dict(optimizer="sgd", lr=0.06, weight_decay=5e-4)
+
     def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int = 512, pred_dim: int = 64,
                  out_dim: int = 128, stop_gradient: bool = True, augment: AugmentParams | None = None):
         super().__init__()
