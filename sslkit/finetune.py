@@ -198,7 +198,9 @@ def fine_tune(backbone: nn.Module, labeled: ImageData, cfg: Config, steps: int =
     """Fine-tune ``backbone`` with a new linear head on ``labeled`` for about ``steps`` steps.
 
     Uses ``cfg``'s lr (the head's; the backbone gets ``backbone_lr_scale`` of it), weight decay,
-    batch size (capped at the number of images), device, seed and time budget (per run).
+    batch size (capped at the number of images), device and seed. ``cfg.time_budget_s`` is a cap
+    per run: the schedule follows the steps, so the same seed gives the same model on any machine
+    fast enough to finish within it.
 
     Args:
         backbone: pre-trained (or freshly initialised, for the from-scratch baseline).
@@ -224,7 +226,8 @@ def fine_tune(backbone: nn.Module, labeled: ImageData, cfg: Config, steps: int =
     model = FineTune(net, labeled.num_classes, backbone_lr_scale=backbone_lr_scale, augment=augment)
     if head_init == "linear":
         model.init_head(fit_linear(extract_features(net, labeled), labeled.labels))
-    history = train(model, labeled, steps_config(cfg, len(labeled), steps), **kwargs)
+    planned = dataclasses.replace(steps_config(cfg, len(labeled), steps), time_budget_s=None)
+    history = train(model, labeled, planned, time_limit_s=cfg.time_budget_s, **kwargs)
     return model, history
 
 

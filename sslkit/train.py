@@ -431,7 +431,8 @@ def _mean_over_processes(values: list[float], info) -> list[float]:
 
 def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_plot: bool = False,
           plot_every: int = 20, progress: bool = True, *, run_dir: str | Path | None = None,
-          max_steps: int | None = None, callback=None, dist_info=None) -> History:
+          max_steps: int | None = None, time_limit_s: float | None = None, callback=None,
+          dist_info=None) -> History:
     """Train ``method`` on the images of ``data`` with the settings of ``cfg``.
 
     Args:
@@ -449,6 +450,9 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
             ``cfg.extra["run_dir"]``); if it holds one already, resume from the newest. The config
             must be the same (device, compile and channels_last may change).
         max_steps: stop after this many steps in all (a planned stop: saved like an interruption).
+        time_limit_s: stop after this many seconds *without* steering the schedule: a cap for runs
+            planned in steps (fine-tuning), which then give the same numbers however fast the machine
+            is, unless the cap is reached. ``cfg.time_budget_s`` instead fits the schedule to the time.
         callback: ``callback(history)`` after every step (raising ``KeyboardInterrupt`` there acts
             like pressing the stop button).
         dist_info: a ``sslkit.distributed.DistInfo`` under torchrun: every process trains on its own
@@ -601,6 +605,8 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
                     history.stop_reason = signals.reason or "interrupted"  # another process was asked
                 elif max_steps is not None and history.steps >= max_steps:
                     history.stop_reason = "max steps"
+                elif time_limit_s is not None and elapsed >= time_limit_s:
+                    history.stop_reason = "time limit"
                 if history.stop_reason or (budget and elapsed >= budget):
                     break
                 p = max(history.steps / total_steps, elapsed / budget if budget else 0.0)
@@ -701,6 +707,13 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
         history.message = f"{history.stop_reason} after {history.steps} of {total_steps} steps " \
                           f"({history.epochs:.2f} epochs); {where}"
         if main and history.stop_reason != "max steps":
+            print(history.message)
+    elif history.stop_reason == "time limit":
+        history.stopped_early = True
+        history.message = (f"time limit of {time_limit_s:g} s reached after {history.steps} of {total_steps} steps "
+                           f"({history.epochs:.2f} epochs), before the learning rate had decayed; raise the limit "
+                           f"or plan fewer steps")
+        if main:
             print(history.message)
     elif history.steps < total_steps and not history.stopped_early:
         history.stopped_early, history.stop_reason = True, "time budget"

@@ -104,6 +104,42 @@ def test_fine_tune_trains_a_copy_and_checks_its_input():
         fine_tune(backbone, sslkit.load_dataset("shapes", "unlabeled", n=8), cfg, steps=1)
 
 
+def test_a_fine_tuning_runs_schedule_follows_its_steps_not_the_clock():
+    # a slow step (here: a pause after the first) must not change the learning rates of the later ones while the
+    # time budget, a cap, is not reached: the same seed gives the same model however fast the machine is
+    import time
+
+    data = sslkit.load_dataset("shapes", "train", n=40, seed=0)
+    cfg = sslkit.make_config("smoke", batch_size=16, time_budget_s=5.0)
+
+    def run(pause):
+        torch.manual_seed(0)
+        backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+
+        def callback(history):
+            if history.steps == 1:
+                time.sleep(pause)
+
+        return fine_tune(backbone, data, cfg, steps=8, callback=callback)
+
+    (fast, h_fast), (slow, h_slow) = run(0.0), run(1.5)  # 30% of the budget gone at step 1 of 8
+    assert h_fast.steps == h_slow.steps == 8 and not h_slow.stopped_early
+    assert h_fast.lrs == h_slow.lrs
+    assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), slow.state_dict().values()))
+
+
+def test_a_time_limit_stops_training_and_says_so():
+    import time
+
+    torch.manual_seed(0)
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+    data = sslkit.load_dataset("shapes", "train", n=40, seed=0)
+    cfg = sslkit.make_config("smoke", batch_size=16, time_budget_s=0.5)
+    model, history = fine_tune(backbone, data, cfg, steps=50, callback=lambda h: time.sleep(0.2))
+    assert 1 <= history.steps < 50 and history.stopped_early and history.stop_reason == "time limit"
+    assert "time limit of 0.5 s reached" in history.message and "raise the limit" in history.message
+
+
 def test_steps_config_gives_about_the_asked_number_of_steps():
     cfg = sslkit.make_config("smoke", batch_size=64)
     for n, steps in [(10, 150), (100, 150), (5000, 300)]:
