@@ -167,9 +167,10 @@ NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
                                   batch_size=128, num_epochs=2, measure_steps=10, warmup_steps=2, measure_compile=True,
                                   ddp_epochs=4)},
     # five backbones and a ViT in 5 minutes: the SimCLR recipe of 02 (its checkpoint when present), short
-    # budgets per model (seconds). The SimCLR trainings here (and 07's fallback) keep the projection hidden 512 and
-    # weight decay 1e-4: 02's hidden 1024 + weight decay 0.05 wins at 300 s but not in 90 s (session 8, one thread,
-    # two runs side by side, seed 0, kNN / linear on the 2000 test images: 0.494 / 0.546 against 0.512 / 0.626), the CAM layer with an 8x8 map (layers.3 gives 4x4), ScoreCAM on a subset
+    # budgets per model (seconds), the CAM layer with an 8x8 map (layers.3 gives 4x4), ScoreCAM on a subset.
+    # The SimCLR trainings here (and 07's fallback) keep the projection hidden 512 and weight decay 1e-4: 02's
+    # hidden 1024 + weight decay 0.05 wins at 300 s but not in 90 s (session 8, one thread, two runs side by side,
+    # seed 0, kNN / linear on the 2000 test images: 0.494 / 0.546 against 0.512 / 0.626)
     "06_gradcam": {"smoke": dict(width=8, num_unlabeled=256, num_train=200, num_test=48, batch_size=64,
                                  ssl_budget_s=2.0, shortcut_budget_s=1.0, pretext_budget_s=1.0, supervised_budget_s=1.0,
                                  vit_budget_s=1.0, vit_batch_size=32, scorecam_images=8, road_images=4, shots=5,
