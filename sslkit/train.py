@@ -807,9 +807,10 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node=8 -m sslkit.train simclr --profile full --set lr_scaling=sqrt  # 8 GPUs (NCCL)
 
 Re-running a command with the same --run-dir resumes the run where it stopped (Ctrl-C or SIGTERM save first).
---set KEY=VALUE sets any Config field or knob: a method's (temperature=0.2, queue_size=4096), the backbone's
-(width=8), the views' (crop_scale=(0.5,1.0), grayscale_prob=0.5), training's (precision, channels_last, compile,
-accumulate, lr_scaling, base_batch_size, optimizer, betas, momentum, lr_schedule, keep_last)."""
+--set KEY=VALUE sets any Config field or knob: a method's (temperature=0.2, queue_size=4096, target_momentum=0.9:
+where a momentum network's schedule starts), the backbone's (width=8), the views' (crop_scale=(0.5,1.0),
+grayscale_prob=0.5, view_size=24), training's (precision, channels_last, compile, accumulate, lr_scaling,
+base_batch_size, optimizer, betas, momentum: SGD's, lr_schedule, keep_last)."""
 
 
 def _parameters(fn) -> set[str]:
@@ -859,10 +860,10 @@ def build(method_name: str, cfg: Config, distributed: bool = False) -> nn.Module
     views = {k: v for k, v in cfg.extra.items() if k in {f.name for f in dataclasses.fields(AugmentParams)}}
     if "image_size" in _parameters(BACKBONES[cfg.backbone][0]):
         backbone_knobs.setdefault("image_size", cfg.image_size)
-    if "image_size" in _parameters(cls.__init__):
-        method_knobs.setdefault("image_size", cfg.image_size)
+    size = cfg.extra.get("view_size", cfg.image_size)  # training views may be smaller than the images
+    if "image_size" in _parameters(cls.__init__):  # DINO: the size of its global views
+        method_knobs.setdefault("image_size", size)
     if "augment" in _parameters(cls.__init__):
-        size = cfg.extra.get("view_size", cfg.image_size)  # training views may be smaller than the images
         method_knobs.setdefault("augment", AugmentParams(**{"image_size": size, **views}))
     if distributed and "gather_distributed" in _parameters(cls.__init__):
         method_knobs.setdefault("gather_distributed", True)
@@ -952,8 +953,11 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}: {info.world_size} process(es) on "
         f"{info.device}, batch {cfg.batch_size} per process ({cfg.batch_size * info.world_size} in all), "
         f"{cfg.extra.get('optimizer', 'adamw')} lr {peak_lr(cfg, info.world_size):g}")
+    try:
+        method = build(args.method, cfg, distributed=info.distributed)  # a bad knob's value: the method says which
+    except ValueError as e:
+        parser.error(str(e))
     unlabeled = load_split(cfg, "unlabeled")
-    method = build(args.method, cfg, distributed=info.distributed)
     history = train(method, unlabeled, cfg, progress=not args.quiet, run_dir=args.run_dir, max_steps=args.max_steps,
                     dist_info=info)
     if info.distributed:

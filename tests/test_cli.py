@@ -44,6 +44,8 @@ def test_simsiam_from_the_shell_trains_with_sgd_and_takes_its_lr(tmp_path, capsy
                                              "temperature?)"),
     (["simclr", "--set", "precision=fp8"], "unknown precision 'fp8'; choose one of: fp32, bf16, fp16"),
     (["simclr", "--profile", "huge"], "unknown profile 'huge'; choose one of: smoke, lesson, full"),
+    (["byol", "--set", "target_momentum=1.5"], "target_momentum=1.5: give where the target's momentum starts, a "
+                                               "number in [0, 1]"),
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
@@ -89,6 +91,20 @@ def test_settings_reach_the_method_the_backbone_and_the_views():
     # notebook 02's lesson recipe from the shell: a wide last stage and 24 px views
     method = build("simclr", make_config("smoke", width=8, last_width=128, view_size=24))
     assert method.backbone.feature_dim == 128 and method.augment.image_size == 24
+    # DINO's global views follow view_size too (its local views scale with them)
+    assert build("dino", make_config("smoke", view_size=24)).views[0].image_size == 24
+
+
+def test_the_target_momentum_and_the_optimizers_momentum_are_separate_settings(tmp_path, capsys):
+    """``target_momentum`` (notebook 03's knob) goes to BYOL's, MoCo's and DINO's momentum network; ``momentum`` to
+    SGD alone. (They shared the name ``momentum``: ``--set momentum=0.99`` crashed BYOL at its first step.)"""
+    cfg = make_config("smoke", target_momentum=0.9, momentum=0.8, optimizer="sgd")
+    for name in ("byol", "moco", "dino"):
+        assert build(name, cfg).target_momentum == (0.9, 1.0)
+    assert build("byol", make_config("smoke", target_momentum=(0.95, 0.99))).target_momentum == (0.95, 0.99)
+    for setting in ("target_momentum=0.9", "momentum=0.8"):
+        assert main(["byol", *TINY, "--max-steps", "2", "--set", setting, "--results", str(tmp_path / "r.json")]) == 0
+        assert "kNN accuracy" in capsys.readouterr().out
 
 
 def test_torchrun_two_processes_on_cpu(tmp_path):

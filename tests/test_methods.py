@@ -99,3 +99,14 @@ def test_momentum_encoders_follow_the_online_network(images):
     moved = list(method.backbone_momentum.parameters())[0] - target
     assert torch.allclose(moved, torch.full_like(moved, 0.01), atol=2e-3)
     assert not any(p.requires_grad for p in method.backbone_momentum.parameters())
+
+
+@pytest.mark.parametrize("name", ["moco", "byol", "dino"])
+def test_the_target_momentum_is_a_start_or_a_start_and_an_end(name):
+    backbone, dim = _backbone()
+    assert make_method(name, backbone, dim).target_momentum == (0.99, 1.0)  # lightly's examples
+    assert make_method(name, backbone, dim, target_momentum=0.9).target_momentum == (0.9, 1.0)
+    assert make_method(name, backbone, dim, target_momentum=(0.9, 0.99)).target_momentum == (0.9, 0.99)
+    for bad in (1.5, -0.1, (0.99, 0.9), "0.9", (0.9,), float("nan")):
+        with pytest.raises(ValueError, match=r"e\.g\. 0\.99 or \(0\.99, 1\.0\)"):
+            make_method(name, backbone, dim, target_momentum=bad)

@@ -24,12 +24,13 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from . import target_momentum_schedule
 from ..augment import AugmentParams, two_views
 
 
 class BYOL(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int = 1024, out_dim: int = 128,
-                 momentum: tuple[float, float] = (0.99, 1.0), augment: AugmentParams | None = None):
+                 target_momentum: float | tuple[float, float] = 0.99, augment: AugmentParams | None = None):
         super().__init__()
         self.backbone = backbone
         self.projection_head = BYOLProjectionHead(feature_dim, hidden_dim, out_dim)
@@ -39,7 +40,7 @@ class BYOL(nn.Module):
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
         self.criterion = NegativeCosineSimilarity()
-        self.momentum = momentum
+        self.target_momentum = target_momentum_schedule(target_momentum)  # (start, end), e.g. (0.99, 1.0)
         self.augment = augment or AugmentParams()
 
     def forward(self, x):
@@ -59,6 +60,6 @@ class BYOL(nn.Module):
         return self.criterion(p0, z1) + self.criterion(p1, z0)
 
     def on_step_end(self, step, total_steps):
-        m = cosine_schedule(step, total_steps, self.momentum[0], self.momentum[1])
+        m = cosine_schedule(step, total_steps, *self.target_momentum)  # rises from start to end
         update_momentum(self.backbone, self.backbone_momentum, m)
         update_momentum(self.projection_head, self.projection_head_momentum, m)

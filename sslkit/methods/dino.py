@@ -27,13 +27,14 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from . import target_momentum_schedule
 from ..augment import dino_view_params, multi_crop
 
 
 class DINO(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, out_dim: int = 1024, hidden_dim: int = 512,
                  bottleneck_dim: int = 64, teacher_temp: float = 0.04, student_temp: float = 0.1,
-                 num_local: int = 2, image_size: int = 32, momentum: tuple[float, float] = (0.99, 1.0)):
+                 num_local: int = 2, image_size: int = 32, target_momentum: float | tuple[float, float] = 0.99):
         super().__init__()
         self.backbone = backbone
         self.projection_head = DINOProjectionHead(feature_dim, hidden_dim, bottleneck_dim, out_dim)
@@ -45,7 +46,7 @@ class DINO(nn.Module):
         self.criterion = DINOLoss(output_dim=out_dim, warmup_teacher_temp=teacher_temp, teacher_temp=teacher_temp,
                                   student_temp=student_temp)
         self.views = dino_view_params(image_size, num_local=num_local)
-        self.momentum = momentum
+        self.target_momentum = target_momentum_schedule(target_momentum)  # (start, end), e.g. (0.99, 1.0)
 
     def forward(self, x):
         return self.projection_head(self.backbone(x))  # student (B, out_dim)
@@ -64,6 +65,6 @@ class DINO(nn.Module):
         return self.criterion(teacher_out, student_out)
 
     def on_step_end(self, step, total_steps):
-        m = cosine_schedule(step, total_steps, self.momentum[0], self.momentum[1])
+        m = cosine_schedule(step, total_steps, *self.target_momentum)  # rises from start to end
         update_momentum(self.backbone, self.backbone_momentum, m)
         update_momentum(self.projection_head, self.projection_head_momentum, m)

@@ -26,12 +26,13 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from . import target_momentum_schedule
 from ..augment import AugmentParams, two_views
 
 
 class MoCo(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, temperature: float = 0.2, queue_size: int = 4096,
-                 hidden_dim: int = 512, out_dim: int = 128, momentum: tuple[float, float] = (0.99, 1.0),
+                 hidden_dim: int = 512, out_dim: int = 128, target_momentum: float | tuple[float, float] = 0.99,
                  augment: AugmentParams | None = None):
         super().__init__()
         if queue_size < 1:
@@ -43,7 +44,8 @@ class MoCo(nn.Module):
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
         self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, out_dim))
-        self.queue_size, self.momentum = queue_size, momentum
+        self.queue_size = queue_size
+        self.target_momentum = target_momentum_schedule(target_momentum)  # (start, end), e.g. (0.99, 1.0)
         self.augment = augment or AugmentParams()
 
     def forward(self, x):
@@ -65,6 +67,6 @@ class MoCo(nn.Module):
         return self.criterion(q, k)
 
     def on_step_end(self, step, total_steps):
-        m = cosine_schedule(step, total_steps, self.momentum[0], self.momentum[1])
+        m = cosine_schedule(step, total_steps, *self.target_momentum)  # rises from start to end
         update_momentum(self.backbone, self.backbone_momentum, m)
         update_momentum(self.projection_head, self.projection_head_momentum, m)
