@@ -98,16 +98,29 @@ class AugmentParams:
 def recipe_views(cfg) -> AugmentParams:
     """The views of notebook 02's SimCLR recipe, which notebook 03's methods and the fallback trainings of 06
     and 07 share: crops of at least ``min_crop`` of the image (0.7), grey with probability ``grayscale``
-    (0.8), ``view_size`` px (default: the images' size); each knob read from ``cfg.extra``.
+    (0.8), colour jitter of strength ``jitter`` (1.0), ``view_size`` px (default: the images' size); each knob
+    read from ``cfg.extra``.
+
+    ``jitter`` scales all four colour-jitter ranges, as the strength ``s`` of SimCLR's colour distortion (Chen et
+    al. 2020, appendix A) and lightly's ``cj_strength`` do: brightness, contrast and saturation ``0.8 * s``, hue
+    ``0.2 * s``. BYOL's views are about ``s = 0.5`` (0.4, 0.4, 0.2, 0.1).
 
     >>> import sslkit
     >>> v = recipe_views(sslkit.make_config("smoke", view_size=24))
-    >>> v.image_size, v.crop_scale, v.grayscale_prob
-    (24, (0.7, 1.0), 0.8)
+    >>> v.image_size, v.crop_scale, v.grayscale_prob, v.brightness
+    (24, (0.7, 1.0), 0.8, 0.8)
+    >>> v = recipe_views(sslkit.make_config("smoke", jitter=0.5))
+    >>> v.brightness, v.contrast, v.saturation, v.hue
+    (0.4, 0.4, 0.4, 0.1)
     """
+    s = cfg.extra.get("jitter", 1.0)
+    if not 0 <= s <= 2.5:  # hue 0.2 * s must stay within half a turn
+        raise ValueError(f"jitter={s}: the colour-jitter strength is a number from 0 (no jitter) to 2.5; "
+                         "1.0 is SimCLR's, 0.5 about BYOL's")
     return AugmentParams(image_size=cfg.extra.get("view_size", cfg.image_size),
                          crop_scale=(cfg.extra.get("min_crop", 0.7), 1.0),
-                         grayscale_prob=cfg.extra.get("grayscale", 0.8))
+                         grayscale_prob=cfg.extra.get("grayscale", 0.8),
+                         brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s)
 
 
 def lightly_transform(method: str = "simclr", image_size: int = 32, **kwargs):
@@ -303,7 +316,8 @@ def multi_crop(images: torch.Tensor, view_params: list[AugmentParams],
     return [augment(images, p, g) for p in view_params]
 
 
-def dino_view_params(image_size: int = 32, num_local: int = 6, local_size: int | None = None) -> list[AugmentParams]:
+def dino_view_params(image_size: int = 32, num_local: int = 6, local_size: int | None = None,
+                     global_views: AugmentParams | None = None) -> list[AugmentParams]:
     """The parameters of DINO's 2 + num_local views, as lightly's ``DINOTransform`` (and
     ``lightly_transform("dino", image_size, n_local_views=num_local)``) makes them.
 
@@ -311,7 +325,17 @@ def dino_view_params(image_size: int = 32, num_local: int = 6, local_size: int |
     DINO's 96/224 of ``image_size``). Colour jitter has strength 0.5; the first global view is
     always blurred, the second blurred with probability 0.1 and solarised with 0.2, local views
     blurred with 0.5; on images of at most ``SMALL_IMAGE`` px blur is off (lightly's CIFAR setting).
+
+    ``global_views`` replaces both global views with other ones (notebook 03 gives DINO the views of its other
+    methods; ``image_size`` is then theirs); the local views are the same augmentations, cropped as DINO's.
+
+    >>> [(v.image_size, v.grayscale_prob) for v in dino_view_params(num_local=1, global_views=AugmentParams(24))]
+    [(24, 0.2), (24, 0.2), (10, 0.2)]
     """
+    if global_views is not None:
+        local = dataclasses.replace(global_views, image_size=local_size or _local_size(global_views.image_size),
+                                    crop_scale=(0.05, 0.4))
+        return [global_views, global_views] + [local] * num_local
     small = image_size <= SMALL_IMAGE
     base = AugmentParams(image_size=image_size, crop_scale=(0.4, 1.0), brightness=0.4, contrast=0.4,
                          saturation=0.2, hue=0.1)

@@ -98,6 +98,9 @@ OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
 
 
+METHOD_SETTINGS = ("lr", "weight_decay", "batch_size")  # cfg.extra's <method>_<setting>: method_config
+
+
 def make_optimizer(method: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """The optimizer ``train`` uses: AdamW (default) or SGD with momentum, from ``cfg``.
 
@@ -136,15 +139,17 @@ def make_optimizer(method: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 
 def method_config(method_name: str, cfg: Config, lr: float | None = None) -> Config:
-    """``cfg`` for training ``method_name``: the method's own optimiser recipe where it has one.
+    """``cfg`` for training ``method_name``: the method's own optimiser recipe where it has one, and the settings
+    ``cfg.extra`` gives that method alone.
 
     A method class may carry ``recipe = dict(optimizer=..., lr=..., weight_decay=...)`` (SimSiam does:
-    SGD as in lightly's CIFAR-10 benchmark; AdamW collapses it here) that replaces the profile's AdamW.
+    SGD as in lightly's CIFAR-10 benchmark; AdamW collapsed it on notebook 02's views) that replaces the
+    profile's AdamW.
+    It applies only when ``cfg.extra`` names no ``optimizer`` (naming one means "I choose"); its learning
+    rate is then ``lr`` when given, else the recipe's.
 
-    Applies only when ``cfg.extra`` names no ``optimizer`` (naming one means "I choose"). The
-    learning rate and weight decay come from ``cfg.extra`` as ``<method>_lr`` and
-    ``<method>_weight_decay`` (notebook 03 sets ``simsiam_lr``), else ``lr``, else the recipe's.
-    Methods without a recipe get ``cfg`` unchanged.
+    Any method's own settings come from ``cfg.extra`` as ``<method>_lr``, ``<method>_weight_decay`` and
+    ``<method>_batch_size`` (notebook 03 sets ``simsiam_lr`` and ``dino_batch_size``), and win over the rest.
 
     >>> import sslkit
     >>> c = method_config("simsiam", sslkit.make_config("smoke"))
@@ -154,20 +159,22 @@ def method_config(method_name: str, cfg: Config, lr: float | None = None) -> Con
     0.12
     >>> method_config("simsiam", sslkit.make_config("smoke", optimizer="adamw")).extra["optimizer"]
     'adamw'
-    >>> method_config("simclr", sslkit.make_config("smoke")).lr == sslkit.make_config("smoke").lr
+    >>> method_config("simclr", sslkit.make_config("smoke")) == sslkit.make_config("smoke")
     True
+    >>> method_config("dino", sslkit.make_config("smoke", dino_batch_size=64)).batch_size
+    64
     """
     import dataclasses
 
     from .methods import method_class
 
     recipe = getattr(method_class(method_name), "recipe", None)
-    if recipe is None or "optimizer" in cfg.extra:
-        return cfg
-    return dataclasses.replace(
-        cfg, lr=cfg.extra.get(f"{method_name}_lr", lr if lr is not None else recipe["lr"]),
-        weight_decay=cfg.extra.get(f"{method_name}_weight_decay", recipe["weight_decay"]),
-        extra={**cfg.extra, "optimizer": recipe["optimizer"]})
+    if recipe is not None and "optimizer" not in cfg.extra:
+        cfg = dataclasses.replace(cfg, lr=lr if lr is not None else recipe["lr"], weight_decay=recipe["weight_decay"],
+                                  extra={**cfg.extra, "optimizer": recipe["optimizer"]})
+    own = {field: cfg.extra[f"{method_name}_{field}"] for field in METHOD_SETTINGS
+           if f"{method_name}_{field}" in cfg.extra}
+    return dataclasses.replace(cfg, **own) if own else cfg
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -881,8 +888,7 @@ def _known_settings(method_name: str, backbone: str) -> set[str]:
 
     return ({f.name for f in dataclasses.fields(Config)} | set(SPEED_KNOBS) | set(RUN_KNOBS)
             | {"optimizer", "betas", "momentum", "lr_schedule", "view_size"}
-            | ({f"{method_name}_lr", f"{method_name}_weight_decay"} if hasattr(method_class(method_name), "recipe")
-               else set())
+            | {f"{method_name}_{field}" for field in METHOD_SETTINGS}
             | {f.name for f in dataclasses.fields(AugmentParams)}
             | _parameters(method_class(method_name).__init__) | _parameters(BACKBONES[backbone][0]))
 

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import RandomResizedCrop
 
 from sslkit.augment import (METHODS, NORMALIZE, AugmentParams, _brightness, _contrast, _gaussian_blur, _gray,
                             _hue, _saturation, apply_params, augment, dino_view_params, lightly_transform,
-                            multi_crop, sample_params, two_views)
+                            multi_crop, recipe_views, sample_params, two_views)
 from sslkit.data import load_dataset, to_float
 
 DEFAULT = AugmentParams()
@@ -304,6 +304,30 @@ def test_multi_crop_gives_dino_views_like_lightly():
     fraction = (local[:, 2] - local[:, 0]) * (local[:, 3] - local[:, 1]) / 1024
     assert fraction.max() < 0.45 and fraction.min() < 0.07  # DINO's local crops: 5-40% of the image
     assert [p.solarize_prob for p in view_params[:2]] == [0.0, 0.2]
+
+
+def test_dino_with_other_global_views_crops_its_local_views_from_them():
+    views = AugmentParams(image_size=24, crop_scale=(0.7, 1.0), grayscale_prob=0.8, brightness=0.4)
+    params = dino_view_params(num_local=2, global_views=views)
+    assert params[:2] == [views, views] and len(params) == 4
+    assert params[2] == dataclasses.replace(views, image_size=10, crop_scale=(0.05, 0.4))  # 96/224 of 24 px
+    assert [v.shape[-1] for v in multi_crop(colour_noise(4), params, generator=0)] == [24, 24, 10, 10]
+
+
+@pytest.mark.parametrize("strength", [0.5, 1.0, 1.5])
+def test_the_recipes_jitter_strength_is_lightlys_cj_strength(strength):
+    from sslkit.config import make_config
+
+    views = recipe_views(make_config("smoke", jitter=strength))
+    steps = lightly_transform("simclr", 32, cj_strength=strength).transforms[0].transform.transforms
+    jitter = next(t.transforms[0] for t in steps if type(t).__name__ == "RandomApply")  # torchvision's
+    assert type(jitter).__name__ == "ColorJitter"
+    for name in ("brightness", "contrast", "saturation"):
+        b = getattr(views, name)  # factors in [1 - b, 1 + b], cut at 0 as torchvision does (and sample_params)
+        assert getattr(jitter, name) == pytest.approx((max(0.0, 1 - b), 1 + b))
+    assert jitter.hue == pytest.approx((-views.hue, views.hue))
+    with pytest.raises(ValueError, match="jitter=3: the colour-jitter strength is a number from 0"):
+        recipe_views(make_config("smoke", jitter=3))
 
 
 @pytest.mark.parametrize("method", METHODS)

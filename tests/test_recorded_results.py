@@ -81,21 +81,20 @@ def test_contrastive_lesson_results():
 
 
 def test_non_contrastive_lesson_results():
-    """What notebook 03's header says of its committed run (issue 4's targets for 03 are not met yet)."""
+    """What notebook 03's header says of its committed run (issue 4's +30 points: met by DINO, Barlow Twins and
+    VICReg, not yet by BYOL and SimSiam)."""
     m, _ = _lesson("03_non_contrastive")
     base = max(m["knn_raw_pixels"], m["knn_random_init"])
     assert base <= 0.25
     for key in ("knn_byol", "knn_simsiam", "knn_simsiam_no_stopgrad", "std_simsiam", "std_simsiam_no_stopgrad",
                 "knn_dino", "knn_barlowtwins", "knn_vicreg"):
         assert key in m
-    assert m["knn_byol"] >= base + 0.10  # the header: BYOL 0.30, it learns in 5 minutes
-    assert m["knn_dino"] <= base + 0.05  # DINO does not yet
+    # the header: VICReg 0.63, Barlow Twins 0.56 and DINO 0.46, 30 points or more over both baselines
+    assert min(m["knn_vicreg"], m["knn_barlowtwins"], m["knn_dino"]) >= base + 0.30
+    assert m["knn_byol"] >= base + 0.20 and m["knn_simsiam"] >= base + 0.20  # BYOL 0.40, SimSiam 0.38: they learn
     # SimSiam's predictions (128-d) stay spread with the stop-gradient and collapse without it (std x sqrt(d))
     assert m["std_prediction_simsiam"] * 128**0.5 > 0.5 and m["std_prediction_simsiam_no_stopgrad"] * 128**0.5 < 0.2
-    assert m["knn_simsiam_no_stopgrad"] < m["knn_simsiam"] <= base + 0.05  # kNN falls without it; near the baselines
-    # the header: VICReg 0.60 and Barlow Twins 0.44, the only methods of 03 with issue 4's 30 points (VICReg) or near
-    assert m["knn_vicreg"] >= base + 0.40 and m["knn_barlowtwins"] >= base + 0.25
-    assert m["knn_vicreg"] > m["knn_byol"] and m["knn_barlowtwins"] > m["knn_byol"]
+    assert m["knn_simsiam_no_stopgrad"] <= base < m["knn_simsiam"]  # kNN falls to the baselines without it
     assert all(m[f"train_s_{k}"] <= 310 for k in ("byol", "simsiam", "simsiam_no_stopgrad", "dino", "barlowtwins",
                                                   "vicreg"))
 

@@ -304,3 +304,15 @@ def test_compile_falls_back_to_eager_with_a_warning(small, monkeypatch):
     assert h.steps == 4 and all(c._compiled_call_impl is None for c in m.children())
     reference = train(simclr(), small, ssl_cfg(num_epochs=1), progress=False)
     assert h.losses == reference.losses  # the failed first attempt did not use up random numbers
+
+
+def test_a_methods_own_settings_win_over_the_shared_ones():
+    """Notebook 03 trains DINO in smaller batches than the other methods (``dino_batch_size``)."""
+    from sslkit.train import method_config
+
+    cfg = sslkit.make_config("smoke", dino_batch_size=64, dino_lr=1e-3, simsiam_lr=0.2, optimizer="sgd")
+    dino = method_config("dino", cfg)
+    assert (dino.batch_size, dino.lr, dino.weight_decay) == (64, 1e-3, cfg.weight_decay)
+    assert method_config("simclr", cfg) is cfg
+    simsiam = method_config("simsiam", cfg)  # an optimizer named: SimSiam's recipe is off, its own lr still counts
+    assert (simsiam.lr, simsiam.batch_size, simsiam.extra["optimizer"]) == (0.2, cfg.batch_size, "sgd")

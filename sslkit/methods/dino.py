@@ -28,13 +28,14 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from . import target_momentum_schedule
-from ..augment import dino_view_params, multi_crop
+from ..augment import AugmentParams, dino_view_params, multi_crop
 
 
 class DINO(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, out_dim: int = 1024, hidden_dim: int = 512,
                  bottleneck_dim: int = 64, teacher_temp: float = 0.04, student_temp: float = 0.1,
-                 num_local: int = 2, image_size: int = 32, target_momentum: float | tuple[float, float] = 0.99):
+                 num_local: int = 2, image_size: int = 32, target_momentum: float | tuple[float, float] = 0.99,
+                 global_views: AugmentParams | None = None):
         super().__init__()
         self.backbone = backbone
         self.projection_head = DINOProjectionHead(feature_dim, hidden_dim, bottleneck_dim, out_dim)
@@ -45,7 +46,7 @@ class DINO(nn.Module):
         deactivate_requires_grad(self.projection_head_momentum)
         self.criterion = DINOLoss(output_dim=out_dim, warmup_teacher_temp=teacher_temp, teacher_temp=teacher_temp,
                                   student_temp=student_temp)
-        self.views = dino_view_params(image_size, num_local=num_local)
+        self.views = dino_view_params(image_size, num_local=num_local, global_views=global_views)
         self.target_momentum = target_momentum_schedule(target_momentum)  # (start, end), e.g. (0.99, 1.0)
 
     def forward(self, x):

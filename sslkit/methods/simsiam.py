@@ -10,8 +10,9 @@ Shapes: views x0, x1 (B, 3, S, S) -> projections z0, z1 (B, out_dim) -> predicti
 
 Sizes and optimiser: the heads default to lightly's CIFAR-10 benchmark (projection 512 -> 128, predictor
 bottleneck 64), trained there with SGD (lr 0.06 at batch 128, momentum 0.9, weight decay 5e-4), as the
-paper does. On notebook 03's small network and budget, wider heads (512-d outputs, 128-d bottleneck) or
-AdamW let the predictions collapse *with* the stop-gradient too (measured in ``sslkit.config``'s notes).
+paper does. On notebook 03's small network and budget with notebook 02's views (full colour jitter), wider heads
+(512-d outputs, 128-d bottleneck) or AdamW let the predictions collapse *with* the stop-gradient too; with half the
+jitter (notebook 03's views) AdamW no longer did (measured in ``sslkit.config``'s notes).
 
 >>> import torch, sslkit
 >>> backbone, dim = sslkit.make_backbone("resnet_tiny")
