@@ -28,6 +28,8 @@ def test_notebook_is_committed_clean(path):
         f"{path.name} carries outputs in cells not marked NBVAL_CHECK_OUTPUT (cells {unchecked_outputs(nb)}); "
         f"run `make strip-notebooks`")
     assert nb["metadata"]["kernelspec"]["name"] == "sslkit"
+    ids = [c.get("id") for c in nb["cells"]]  # nbformat 4.5 wants one per cell (a missing one is a warning, later an error)
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: cells without an id or with the same id"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
