@@ -159,7 +159,8 @@ NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
     # References at strength 1 on the same day: SimSiam 0.1425 (the jitter is what held SimSiam back), BYOL 0.3455
     # (BYOL learns with either; seed 1 at 0.5: 0.3325, SimSiam seed 1 0.331). The notebook with these values (two
     # threads, alone, 1864 s): BYOL 0.3995 (45.9 epochs; the previous recording had 30.5), SimSiam 0.376, without
-    # stop-gradient 0.10 (collapsed to a constant), DINO 0.464, Barlow Twins 0.558, VICReg 0.631
+    # stop-gradient 0.10 (collapsed to a constant), DINO 0.464, Barlow Twins 0.558, VICReg 0.631. After it: SimSiam
+    # batch 64 lr 0.06 with seed 1 0.3265 (batch 128: 0.331), AdamW at batch 64 0.288: batch 128 stays
     "03_non_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0, dino_batch_size=64),
                            "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, view_size=24,
                                           time_budget_s=300.0, num_epochs=60, batch_size=128, lr=5e-3,
