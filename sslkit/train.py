@@ -951,6 +951,10 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = method_config(args.method, cfg, lr=args.lr)  # e.g. SimSiam: SGD, unless --set optimizer=...
     say = print if info.is_main else (lambda *a, **k: None)  # only rank 0 talks
+    try:  # before anything is written: a bad knob's value stops here, and the method says which
+        method = build(args.method, cfg, distributed=info.distributed)
+    except ValueError as e:
+        parser.error(str(e))
     results = None
     if info.is_main:
         from .results import Results, default_results_path
@@ -959,10 +963,6 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}: {info.world_size} process(es) on "
         f"{info.device}, batch {cfg.batch_size} per process ({cfg.batch_size * info.world_size} in all), "
         f"{cfg.extra.get('optimizer', 'adamw')} lr {peak_lr(cfg, info.world_size):g}")
-    try:
-        method = build(args.method, cfg, distributed=info.distributed)  # a bad knob's value: the method says which
-    except ValueError as e:
-        parser.error(str(e))
     unlabeled = load_split(cfg, "unlabeled")
     history = train(method, unlabeled, cfg, progress=not args.quiet, run_dir=args.run_dir, max_steps=args.max_steps,
                     dist_info=info)

@@ -49,11 +49,13 @@ def test_simsiam_from_the_shell_trains_with_sgd_and_takes_its_lr(tmp_path, capsy
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
-def test_bad_input_is_a_clear_error(args, message, capsys, monkeypatch):
+def test_bad_input_is_a_clear_error(args, message, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("SSLKIT_PROFILE", raising=False)  # the tests' conftest sets smoke
+    monkeypatch.chdir(tmp_path)  # a results file would go to results/ here
     with pytest.raises(SystemExit) as e:
         main(args)
     assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()  # a run that never started leaves no results file
 
 
 def test_sigterm_saves_stops_with_status_143_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
