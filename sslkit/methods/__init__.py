@@ -35,7 +35,7 @@ def method_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def target_momentum_schedule(value, name: str = "target_momentum") -> tuple[float, float]:
+def target_momentum_schedule(value) -> tuple[float, float]:
     """The (start, end) of a momentum network's schedule (MoCo, BYOL, DINO): after every step the target's
     weights move to ``m * target + (1 - m) * online``, with ``m`` rising from start to end on a cosine over the run
     (lightly's ``cosine_schedule``). A single number is the start, ending at 1 (BYOL's schedule).
@@ -49,7 +49,7 @@ def target_momentum_schedule(value, name: str = "target_momentum") -> tuple[floa
     except (TypeError, ValueError):
         start = end = float("nan")
     if not 0.0 <= start <= end <= 1.0:  # also catches nan
-        raise ValueError(f"{name}={value!r}: give where the target's momentum starts, a number in [0, 1] (it rises "
+        raise ValueError(f"target_momentum={value!r}: give where the target's momentum starts, a number in [0, 1] (it rises "
                          f"to 1), or a pair (start, end) with 0 <= start <= end <= 1, e.g. 0.99 or (0.99, 1.0)")
     return start, end
 
