@@ -19,6 +19,7 @@ outputs (B, K) per global view -> cross-entropy between them over all pairs of d
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from lightly.loss import DINOLoss
@@ -38,9 +39,13 @@ class DINO(nn.Module):
                  global_views: AugmentParams | None = None):
         super().__init__()
         self.backbone = backbone
-        self.projection_head = DINOProjectionHead(feature_dim, hidden_dim, bottleneck_dim, out_dim)
+        with warnings.catch_warnings():  # lightly's head uses torch's old weight_norm, which torch says it deprecates:
+            # a FutureWarning about lightly's code that a learner cannot act on
+            warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated",
+                                    category=FutureWarning)
+            self.projection_head = DINOProjectionHead(feature_dim, hidden_dim, bottleneck_dim, out_dim)
+            self.projection_head_momentum = DINOProjectionHead(feature_dim, hidden_dim, bottleneck_dim, out_dim)
         self.backbone_momentum = copy.deepcopy(backbone)
-        self.projection_head_momentum = DINOProjectionHead(feature_dim, hidden_dim, bottleneck_dim, out_dim)
         self.projection_head_momentum.load_state_dict(self.projection_head.state_dict())
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
