@@ -851,7 +851,8 @@ def build(method_name: str, cfg: Config, distributed: bool = False) -> nn.Module
 
     Knobs in ``cfg.extra`` go where their name fits: the backbone's constructor (``width``, ``last_width``), the
     method's (``temperature``), the views' ``AugmentParams`` (``crop_scale``, ``grayscale_prob``; ``view_size``:
-    the views' size in pixels, default the images').
+    the views' size in pixels, default the images'). DINO keeps its own views (lightly's ``DINOTransform``'s) unless
+    a view knob is set; then, as notebook 03 trains it, its global views are those ``AugmentParams``.
     With ``distributed``, methods that can gather negatives across processes do
     (``gather_distributed=True``: SimCLR's NT-Xent sees every process's batch).
     """
@@ -872,6 +873,8 @@ def build(method_name: str, cfg: Config, distributed: bool = False) -> nn.Module
         method_knobs.setdefault("image_size", size)
     if "augment" in _parameters(cls.__init__):
         method_knobs.setdefault("augment", AugmentParams(**{"image_size": size, **views}))
+    elif views and "global_views" in _parameters(cls.__init__):  # DINO: a view knob set means "these views"
+        method_knobs.setdefault("global_views", AugmentParams(**{"image_size": size, **views}))
     if distributed and "gather_distributed" in _parameters(cls.__init__):
         method_knobs.setdefault("gather_distributed", True)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process (DDP also copies rank 0's)

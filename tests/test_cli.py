@@ -95,6 +95,12 @@ def test_settings_reach_the_method_the_backbone_and_the_views():
     assert method.backbone.feature_dim == 128 and method.augment.image_size == 24
     # DINO's global views follow view_size too (its local views scale with them)
     assert build("dino", make_config("smoke", view_size=24)).views[0].image_size == 24
+    # a view knob reaches DINO too (it was accepted and silently ignored): its global views are then those views,
+    # as in notebook 03; without one, DINO keeps its own
+    dino = build("dino", make_config("smoke", view_size=24, grayscale_prob=0.8, crop_scale=(0.7, 1.0), num_local=1))
+    assert [(v.image_size, v.grayscale_prob, v.crop_scale) for v in dino.views] == \
+        [(24, 0.8, (0.7, 1.0))] * 2 + [(10, 0.8, (0.05, 0.4))]
+    assert build("dino", make_config("smoke")).views[0].crop_scale == (0.4, 1.0)
 
 
 def test_the_target_momentum_and_the_optimizers_momentum_are_separate_settings(tmp_path, capsys):
