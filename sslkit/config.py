@@ -178,7 +178,8 @@ NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
     # 10 ms, forward 19 ms, backward and update 29 ms (BYOL: 10, 36, 29); bf16 gave SimSiam 52 epochs instead of 46
     # but 0.330, 20 px views 54.7 epochs and 0.3525, lr 0.24 0.3365: a step about 1.6 times faster is what SimSiam
     # needs, BYOL more. Or more time at a high lr: **lr constant after the warm-up** (lr_schedule="constant") gave
-    # SimSiam 0.405 / linear 0.5595 (seed 1 0.359), BYOL 0.371 / 0.566: the best lead (not yet in the notebook);
+    # SimSiam 0.405 / linear 0.5595 (seed 1 0.359, seed 2 0.399), BYOL 0.371 / 0.566 (seed 1 0.385): about +5 points
+    # for both, the best lead (not yet in the notebook);
     # a last stage of 64 channels (49 epochs) 0.336
     "03_non_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0, dino_batch_size=64),
                            "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, view_size=24,
