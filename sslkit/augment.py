@@ -316,6 +316,9 @@ def multi_crop(images: torch.Tensor, view_params: list[AugmentParams],
     return [augment(images, p, g) for p in view_params]
 
 
+LOCAL_CROP_SCALE = (0.05, 0.4)  # DINO's local crops: 5-40% of the image
+
+
 def dino_view_params(image_size: int = 32, num_local: int = 6, local_size: int | None = None,
                      global_views: AugmentParams | None = None) -> list[AugmentParams]:
     """The parameters of DINO's 2 + num_local views, as lightly's ``DINOTransform`` (and
@@ -334,14 +337,14 @@ def dino_view_params(image_size: int = 32, num_local: int = 6, local_size: int |
     """
     if global_views is not None:
         local = dataclasses.replace(global_views, image_size=local_size or _local_size(global_views.image_size),
-                                    crop_scale=(0.05, 0.4))
+                                    crop_scale=LOCAL_CROP_SCALE)
         return [global_views, global_views] + [local] * num_local
     small = image_size <= SMALL_IMAGE
     base = AugmentParams(image_size=image_size, crop_scale=(0.4, 1.0), brightness=0.4, contrast=0.4,
                          saturation=0.2, hue=0.1)
     global0 = dataclasses.replace(base, blur_prob=0.0 if small else 1.0)
     global1 = dataclasses.replace(base, blur_prob=0.0 if small else 0.1, solarize_prob=0.2)
-    local = dataclasses.replace(base, image_size=local_size or _local_size(image_size), crop_scale=(0.05, 0.4),
+    local = dataclasses.replace(base, image_size=local_size or _local_size(image_size), crop_scale=LOCAL_CROP_SCALE,
                                 blur_prob=0.0 if small else 0.5)
     return [global0, global1] + [local] * num_local
 

@@ -863,19 +863,20 @@ def build(method_name: str, cfg: Config, distributed: bool = False) -> nn.Module
     from .models import BACKBONES, backbone_overrides, make_backbone
 
     cls = method_class(method_name)
+    init = _parameters(cls.__init__)
     backbone_knobs = backbone_overrides(cfg)
-    method_knobs = {k: v for k, v in cfg.extra.items() if k in _parameters(cls.__init__)}
+    method_knobs = {k: v for k, v in cfg.extra.items() if k in init}
     views = {k: v for k, v in cfg.extra.items() if k in {f.name for f in dataclasses.fields(AugmentParams)}}
     if "image_size" in _parameters(BACKBONES[cfg.backbone][0]):
         backbone_knobs.setdefault("image_size", cfg.image_size)
     size = cfg.extra.get("view_size", cfg.image_size)  # training views may be smaller than the images
-    if "image_size" in _parameters(cls.__init__):  # DINO: the size of its global views
+    if "image_size" in init:  # DINO: the size of its global views
         method_knobs.setdefault("image_size", size)
-    if "augment" in _parameters(cls.__init__):
-        method_knobs.setdefault("augment", AugmentParams(**{"image_size": size, **views}))
-    elif views and "global_views" in _parameters(cls.__init__):  # DINO: a view knob set means "these views"
-        method_knobs.setdefault("global_views", AugmentParams(**{"image_size": size, **views}))
-    if distributed and "gather_distributed" in _parameters(cls.__init__):
+    # the views: every method's, or DINO's global ones when a view knob is set (else it keeps its own)
+    view_arg = "augment" if "augment" in init else "global_views" if views and "global_views" in init else None
+    if view_arg:
+        method_knobs.setdefault(view_arg, AugmentParams(**{"image_size": size, **views}))
+    if distributed and "gather_distributed" in init:
         method_knobs.setdefault("gather_distributed", True)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process (DDP also copies rank 0's)
     backbone, dim = make_backbone(cfg.backbone, **backbone_knobs)
