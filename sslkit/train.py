@@ -98,7 +98,8 @@ OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
 
 
-METHOD_SETTINGS = ("lr", "weight_decay", "batch_size")  # cfg.extra's <method>_<setting>: method_config
+# cfg.extra's <method>_<setting>: one method's own settings (method_config)
+METHOD_SETTINGS = ("lr", "weight_decay", "batch_size", "lr_schedule", "optimizer")
 
 
 def make_optimizer(method: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -145,11 +146,14 @@ def method_config(method_name: str, cfg: Config, lr: float | None = None) -> Con
     A method class may carry ``recipe = dict(optimizer=..., lr=..., weight_decay=...)`` (SimSiam does:
     SGD as in lightly's CIFAR-10 benchmark; AdamW collapsed it on notebook 02's views) that replaces the
     profile's AdamW.
-    It applies only when ``cfg.extra`` names no ``optimizer`` (naming one means "I choose"); its learning
+    It applies only when ``cfg.extra`` names no ``optimizer`` nor ``<method>_optimizer`` (naming one means "I
+    choose"); its learning
     rate is then ``lr`` when given, else the recipe's.
 
-    Any method's own settings come from ``cfg.extra`` as ``<method>_lr``, ``<method>_weight_decay`` and
-    ``<method>_batch_size`` (notebook 03 sets ``simsiam_lr`` and ``dino_batch_size``), and win over the rest.
+    Any method's own settings come from ``cfg.extra`` as ``<method>_lr``, ``<method>_weight_decay``,
+    ``<method>_batch_size``, ``<method>_lr_schedule`` and ``<method>_optimizer`` (notebook 03 sets ``simsiam_lr``,
+    ``byol_optimizer`` and ``dino_batch_size``), and win over the rest; naming ``<method>_optimizer`` also turns the
+    recipe off.
 
     >>> import sslkit
     >>> c = method_config("simsiam", sslkit.make_config("smoke"))
@@ -163,18 +167,24 @@ def method_config(method_name: str, cfg: Config, lr: float | None = None) -> Con
     True
     >>> method_config("dino", sslkit.make_config("smoke", dino_batch_size=64)).batch_size
     64
+    >>> method_config("byol", sslkit.make_config("smoke", byol_lr_schedule="constant")).extra["lr_schedule"]
+    'constant'
     """
     import dataclasses
 
     from .methods import method_class
 
     recipe = getattr(method_class(method_name), "recipe", None)
-    if recipe is not None and "optimizer" not in cfg.extra:
+    if recipe is not None and "optimizer" not in cfg.extra and f"{method_name}_optimizer" not in cfg.extra:
         cfg = dataclasses.replace(cfg, lr=lr if lr is not None else recipe["lr"], weight_decay=recipe["weight_decay"],
                                   extra={**cfg.extra, "optimizer": recipe["optimizer"]})
     own = {field: cfg.extra[f"{method_name}_{field}"] for field in METHOD_SETTINGS
            if f"{method_name}_{field}" in cfg.extra}
-    return dataclasses.replace(cfg, **own) if own else cfg
+    if not own:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    return dataclasses.replace(cfg, **{k: v for k, v in own.items() if k in fields},
+                               extra={**cfg.extra, **{k: v for k, v in own.items() if k not in fields}})
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -725,7 +735,8 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
     elif history.steps < total_steps and not history.stopped_early:
         history.stopped_early, history.stop_reason = True, "time budget"
         history.message = (f"time budget of {budget:g} s reached after {history.steps} of {total_steps} steps "
-                           f"({history.epochs:.2f} epochs); the learning rate had decayed to 0")
+                           f"({history.epochs:.2f} epochs); " + ("the learning rate had decayed to 0" if schedule == "cosine"
+                                                                 else "the learning rate was still at its constant value"))
         if main:
             print(history.message)
     if plot is not None and history.losses:
@@ -957,6 +968,7 @@ def main(argv: list[str] | None = None) -> int:
     say = print if info.is_main else (lambda *a, **k: None)  # only rank 0 talks
     try:  # before anything is written: a bad knob's value stops here, and the method says which
         method = build(args.method, cfg, distributed=info.distributed)
+        make_optimizer(method, cfg)  # an unknown optimizer or lr_schedule (e.g. --set byol_lr_schedule=...) too
     except ValueError as e:
         parser.error(str(e))
     results = None

@@ -46,6 +46,9 @@ def test_simsiam_from_the_shell_trains_with_sgd_and_takes_its_lr(tmp_path, capsy
     (["simclr", "--profile", "huge"], "unknown profile 'huge'; choose one of: smoke, lesson, full"),
     (["byol", "--set", "target_momentum=1.5"], "target_momentum=1.5: give where the target's momentum starts, a "
                                                "number in [0, 1]"),
+    (["byol", "--set", "predictor_lr_scale=0"], "predictor_lr_scale=0: give a positive number"),
+    (["byol", "--set", "byol_lr_schedule=linear"], "unknown lr_schedule 'linear'; choose one of: cosine, constant"),
+    (["simsiam", "--set", "simsiam_optimizer=adam"], "unknown optimizer 'adam'; choose one of: adamw, sgd"),
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])

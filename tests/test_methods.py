@@ -122,3 +122,22 @@ def test_building_a_method_shows_the_learner_no_warning(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_method(name, backbone, dim)
+
+
+@pytest.mark.parametrize("name", ["byol", "simsiam"])
+def test_the_predictor_can_learn_faster_than_the_rest(name):
+    from sslkit.train import make_optimizer
+
+    backbone, dim = _backbone()
+    cfg = sslkit.make_config("smoke", lr=0.01)
+    method = make_method(name, backbone, dim, predictor_lr_scale=4)
+    opt = make_optimizer(method, cfg)
+    predictor = {id(p) for p in method.prediction_head.parameters()}
+    scales = {id(p): g["lr_scale"] if "lr_scale" in g else 1.0 for g in opt.param_groups for p in g["params"]}
+    assert {scales[i] for i in predictor} == {4}
+    assert {s for i, s in scales.items() if i not in predictor} == {1.0}
+    trainable = {id(p) for p in method.parameters() if p.requires_grad}
+    assert set(scales) == trainable  # every trainable parameter once, the momentum networks not at all
+    for bad in (0, -1.0, "4", None, True):
+        with pytest.raises(ValueError, match="predictor_lr_scale=.*give a positive number"):
+            make_method(name, backbone, dim, predictor_lr_scale=bad)

@@ -64,8 +64,12 @@ def test_time_budget_stops_cleanly_and_says_so(data, capsys):
     h = train(supervised(), data, cfg(num_epochs=500, time_budget_s=0.5), progress=False)
     assert h.stopped_early and h.stop_reason == "time budget"
     assert 0 < h.steps < 500 * 3
-    assert "time budget" in capsys.readouterr().out
+    assert "time budget" in capsys.readouterr().out and "decayed to 0" in h.message
     assert h.wall_time_s < 5
+    # with a constant lr the budget stops a run at full lr, and the message must not claim a decay
+    h = train(supervised(), data, cfg(num_epochs=500, time_budget_s=0.5, lr_schedule="constant"), progress=False)
+    assert h.stop_reason == "time budget" and "still at its constant value" in h.message
+    assert "decayed" not in h.message
 
 
 class ExplodesAt(nn.Module):
@@ -316,3 +320,23 @@ def test_a_methods_own_settings_win_over_the_shared_ones():
     assert method_config("simclr", cfg) is cfg
     simsiam = method_config("simsiam", cfg)  # an optimizer named: SimSiam's recipe is off, its own lr still counts
     assert (simsiam.lr, simsiam.batch_size, simsiam.extra["optimizer"]) == (0.2, cfg.batch_size, "sgd")
+    # naming a method's own optimizer turns its recipe off too: notebook 03's BYOL is SGD, SimSiam's lr is cfg's
+    cfg = sslkit.make_config("smoke", byol_optimizer="sgd", simsiam_optimizer="adamw")
+    assert method_config("byol", cfg).extra["optimizer"] == "sgd" and "optimizer" not in cfg.extra
+    simsiam = method_config("simsiam", cfg)
+    assert (simsiam.extra["optimizer"], simsiam.lr, simsiam.weight_decay) == ("adamw", cfg.lr, cfg.weight_decay)
+
+
+def test_a_methods_own_lr_schedule_reaches_its_training_only(small):
+    """Notebook 03 gives BYOL, SimSiam and DINO a constant lr after the warm-up (``<method>_lr_schedule``); Barlow
+    Twins and VICReg keep the cosine decay."""
+    from sslkit.train import method_config
+
+    shared = ssl_cfg(simclr_lr_schedule="constant")
+    own = method_config("simclr", shared)
+    assert own.extra["lr_schedule"] == "constant" and "lr_schedule" not in shared.extra
+    assert method_config("byol", shared) is shared
+    flat = train(simclr(), small, own, progress=False).lrs
+    decayed = train(simclr(), small, shared, progress=False).lrs
+    assert flat[:4] == decayed[:4]  # the same warm-up (one epoch: 4 steps)
+    assert flat[4:] == pytest.approx([shared.lr] * 8) and decayed[-1] < 0.5 * shared.lr

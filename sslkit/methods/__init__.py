@@ -54,6 +54,21 @@ def target_momentum_schedule(value) -> tuple[float, float]:
     return start, end
 
 
+def predictor_param_groups(method, lr_scale: float) -> list[dict]:
+    """Parameter groups (``sslkit.train.make_optimizer``) giving a method's ``prediction_head`` (BYOL, SimSiam)
+    ``lr_scale`` times the learning rate of the rest. A faster predictor stays near its optimum for the current
+    encoder, which is what keeps these methods from collapsing and speeds up their learning (Tian et al. 2021,
+    "Understanding self-supervised learning dynamics without contrastive pairs"; SimSiam's paper already found a
+    predictor at a fixed, not decaying, lr better). With AdamW its weight decay scales too.
+    """
+    if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not lr_scale > 0:
+        raise ValueError(f"predictor_lr_scale={lr_scale!r}: give a positive number, the predictor's learning rate "
+                         f"as a multiple of the rest's (1: the same; notebook 03 uses 4 for BYOL and SimSiam)")
+    head = list(method.prediction_head.parameters())
+    ids = {id(p) for p in head}
+    return [{"params": [p for p in method.parameters() if id(p) not in ids]}, {"params": head, "lr_scale": lr_scale}]
+
+
 def make_method(name: str, backbone, feature_dim: int | None = None, **knobs):
     """Build method ``name`` around ``backbone``; ``knobs`` go to its constructor (e.g. temperature=0.2)."""
     return method_class(name)(backbone, feature_dim or backbone.feature_dim, **knobs)

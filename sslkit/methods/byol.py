@@ -24,13 +24,14 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from . import target_momentum_schedule
+from . import predictor_param_groups, target_momentum_schedule
 from ..augment import AugmentParams, two_views
 
 
 class BYOL(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int = 1024, out_dim: int = 128,
-                 target_momentum: float | tuple[float, float] = 0.99, augment: AugmentParams | None = None):
+                 target_momentum: float | tuple[float, float] = 0.99, augment: AugmentParams | None = None,
+                 predictor_lr_scale: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.projection_head = BYOLProjectionHead(feature_dim, hidden_dim, out_dim)
@@ -42,6 +43,11 @@ class BYOL(nn.Module):
         self.criterion = NegativeCosineSimilarity()
         self.target_momentum = target_momentum_schedule(target_momentum)  # (start, end), e.g. (0.99, 1.0)
         self.augment = augment or AugmentParams()
+        self.predictor_lr_scale = predictor_lr_scale  # the predictor's lr / the rest's (param_groups)
+        predictor_param_groups(self, predictor_lr_scale)  # a bad value fails here, not at the first step
+
+    def param_groups(self):
+        return predictor_param_groups(self, self.predictor_lr_scale)
 
     def forward(self, x):
         return self.prediction_head(self.projection_head(self.backbone(x)))  # p (B, out_dim)

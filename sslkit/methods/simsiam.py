@@ -26,6 +26,7 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
+from . import predictor_param_groups
 from ..augment import AugmentParams, two_views
 
 
@@ -34,7 +35,8 @@ class SimSiam(nn.Module):
     recipe = dict(optimizer="sgd", lr=0.06, weight_decay=5e-4)
 
     def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int = 512, pred_dim: int = 64,
-                 out_dim: int = 128, stop_gradient: bool = True, augment: AugmentParams | None = None):
+                 out_dim: int = 128, stop_gradient: bool = True, augment: AugmentParams | None = None,
+                 predictor_lr_scale: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.projection_head = SimSiamProjectionHead(feature_dim, hidden_dim, out_dim)
@@ -42,6 +44,11 @@ class SimSiam(nn.Module):
         self.criterion = NegativeCosineSimilarity()
         self.stop_gradient = stop_gradient  # False: the ablation that collapses
         self.augment = augment or AugmentParams()
+        self.predictor_lr_scale = predictor_lr_scale  # the predictor's lr / the rest's (param_groups)
+        predictor_param_groups(self, predictor_lr_scale)  # a bad value fails here, not at the first step
+
+    def param_groups(self):
+        return predictor_param_groups(self, self.predictor_lr_scale)
 
     def forward(self, x):
         z = self.projection_head(self.backbone(x))  # (B, out_dim)
