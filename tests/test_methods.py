@@ -138,6 +138,9 @@ def test_the_predictor_can_learn_faster_than_the_rest(name):
     assert {s for i, s in scales.items() if i not in predictor} == {1.0}
     trainable = {id(p) for p in method.parameters() if p.requires_grad}
     assert set(scales) == trainable  # every trainable parameter once, the momentum networks not at all
+    # by default one group, as before the knob existed: the optimizer state of earlier checkpoints still loads
+    plain = make_optimizer(make_method(name, backbone, dim), cfg)
+    assert len(plain.param_groups) == 1 and "lr_scale" not in plain.param_groups[0]
     for bad in (0, -1.0, "4", None, True):
         with pytest.raises(ValueError, match="predictor_lr_scale=.*give a positive number"):
             make_method(name, backbone, dim, predictor_lr_scale=bad)

@@ -64,6 +64,8 @@ def predictor_param_groups(method, lr_scale: float) -> list[dict]:
     if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not lr_scale > 0:
         raise ValueError(f"predictor_lr_scale={lr_scale!r}: give a positive number, the predictor's learning rate "
                          f"as a multiple of the rest's (1: the same; notebook 03 uses 4 for BYOL and SimSiam)")
+    if lr_scale == 1:  # one group, as a method without param_groups: its checkpoints' optimizer state still loads
+        return [{"params": list(method.parameters())}]
     head = list(method.prediction_head.parameters())
     ids = {id(p) for p in head}
     return [{"params": [p for p in method.parameters() if id(p) not in ids]}, {"params": head, "lr_scale": lr_scale}]
