@@ -38,7 +38,7 @@ class Config:
     dataset: str = "shapes"  # "shapes" (generated offline), "cifar10", "stl10", "imagenette", "folder" or a path
     data_dir: str | None = None  # the image folder for dataset="folder"; None: data/ for the real datasets
     image_size: int = 32  # images are square, image_size x image_size pixels
-    num_unlabeled: int = 10_000  # images in the unlabeled split that SSL trains on
+    num_unlabeled: int | None = 10_000  # images in the unlabeled split that SSL trains on (None: all of it)
     num_train: int = 5_000  # labeled images: the kNN bank and the linear probe's training set
     num_test: int = 2_000  # labeled test images (and as many in the shifted split)
     backbone: str = "resnet_small"  # see sslkit.models.BACKBONES
@@ -265,13 +265,16 @@ def make_config(profile: str = "lesson", notebook: str | None = None, **override
     Precedence: overrides > ``NOTEBOOK_VALUES[notebook][profile]`` > ``PROFILE_VALUES[profile]`` >
     the dataclass defaults. Overrides whose value is ``None`` are ignored (a parameters cell's
     "use the profile's value"). Names that are not fields of ``Config`` go into ``cfg.extra``.
-    ``$SSLKIT_PROFILE``, when set, replaces ``profile``.
+    ``$SSLKIT_PROFILE``, when set, replaces ``profile``. A prepared dataset (``sslkit.prepared``) brings its
+    image size and trains on its whole unlabeled split, unless the caller sets ``image_size`` or
+    ``num_unlabeled``.
     """
     profile = os.environ.get("SSLKIT_PROFILE") or profile
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     names = {f.name for f in dataclasses.fields(Config)}
     own = NOTEBOOK_VALUES.get(notebook, {}).get(profile, {}) if notebook else {}
+    given = {k.lower() for k, v in overrides.items() if v is not None}  # what the caller set, not the notebook
     overrides = {**own, **{k.lower(): v for k, v in overrides.items() if v is not None}}
     values = {**PROFILE_VALUES[profile], "profile": profile}
     extra = {}
@@ -283,10 +286,27 @@ def make_config(profile: str = "lesson", notebook: str | None = None, **override
             values[key] = value
         else:
             extra[key] = value
+    _adopt_prepared(values, given)
     cfg = Config(**values)
     cfg.extra.update(extra)
     _validate(cfg)
     return cfg
+
+
+def _adopt_prepared(values: dict, given: set):
+    """A prepared dataset (``sslkit.prepared``) sets what the user did not: its image size, and the whole
+    unlabeled split (it is prepared to train on all of it without holding it in memory)."""
+    from pathlib import Path
+
+    path = Path(str(values.get("dataset", ""))).expanduser()
+    if not (path / "meta.json").is_file():
+        return
+    from .prepared import read_meta
+    meta = read_meta(path)
+    if "image_size" not in given:
+        values["image_size"] = meta["size"]
+    if "num_unlabeled" not in given:
+        values["num_unlabeled"] = None
 
 
 def _validate(cfg: Config):
@@ -299,6 +319,8 @@ def _validate(cfg: Config):
     if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
         raise ValueError(f"unknown device {cfg.device!r}; choose one of: {', '.join(DEVICES)} (or 'cuda:N')")
     for name in ("image_size", "num_epochs", "batch_size", "num_unlabeled", "num_train", "num_test"):
+        if name.startswith("num_") and name != "num_epochs" and getattr(cfg, name) is None:
+            continue  # the whole split (not for shapes, which load_dataset asks to size)
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)} must be at least 1")
 

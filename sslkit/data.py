@@ -35,9 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .imagefiles import list_folder, read_rgb, skipped_warning
+
 DATASETS = ("shapes", "cifar10", "stl10", "imagenette", "folder")
 SPLITS = ("unlabeled", "train", "test", "shifted")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # uint8 images -> floats around 0: (x / 255 - MEAN) / STD, the same everywhere in the kit
 MEAN, STD = 0.5, 0.25
@@ -88,6 +89,11 @@ class ImageData(torch.utils.data.Dataset):
         return len(self.classes)
 
     @property
+    def memory_mapped(self) -> bool:
+        """True when ``images`` is a memory map of a prepared dataset (``sslkit.prepared``), not held in memory."""
+        return bool(self.info.get("memory_mapped"))
+
+    @property
     def image_size(self) -> int:
         return self.images.shape[-1]
 
@@ -109,8 +115,9 @@ class ImageData(torch.utils.data.Dataset):
         """The images at ``indices`` (a tensor or list), as a new ImageData."""
         indices = torch.as_tensor(indices, dtype=torch.long)
         masks = self.masks[indices] if self.masks is not None else None
+        info = {**self.info, "memory_mapped": False} if self.memory_mapped else dict(self.info)  # read into memory
         return ImageData(self.images[indices], self.labels[indices], self.classes, self.name, self.split,
-                         masks, dict(self.info))
+                         masks, info)
 
     def class_counts(self) -> dict[str, int]:
         """Images per class name (unlabeled images are not counted)."""
@@ -285,34 +292,6 @@ def _load_stl10(split, root, image_size, n, seed):
 # image files: Imagenette and any folder of images
 
 
-def _to_rgb(im):
-    """A PIL image in any mode -> RGB; transparent pixels become white, as a viewer shows them."""
-    from PIL import Image
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
-    return im.convert("RGB")
-
-
-def _read_rgb(path: Path, size: int | None):
-    """One image file -> uint8 (3, S, S) RGB, or None when it is not a readable image.
-
-    With ``size``, the shorter side is scaled to ``size`` and the centre cropped to a square
-    (the usual Resize + CenterCrop), so objects keep their aspect ratio.
-    """
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(path) as im:
-            if size is not None:
-                im.draft(None, (size, size))  # JPEG: decode at 1/2, 1/4, 1/8 scale while still >= size
-            im = _to_rgb(im)
-            if size is not None:
-                im = ImageOps.fit(im, (size, size), Image.Resampling.BILINEAR)
-            # (H, W, 3) -> (3, H, W), made contiguous by numpy (torch's uint8 permute-copy is slow)
-            return torch.from_numpy(np.ascontiguousarray(np.asarray(im).transpose(2, 0, 1)))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # incl. UnidentifiedImageError
-        return None
-
-
 def _read_files(files: list[Path], labels: torch.Tensor, n: int | None, seed: int, size: int | None,
                 where: Path):
     """Read ``n`` images (None: all) picked at random with ``seed`` from ``files``.
@@ -328,15 +307,13 @@ def _read_files(files: list[Path], labels: torch.Tensor, n: int | None, seed: in
     for i in order:
         if len(read) == want:
             break
-        img = _read_rgb(files[i], size)
+        img = read_rgb(files[i], size)
         if img is None:
             skipped.append(files[i])
         else:
             read[i] = img
     if skipped:
-        names = ", ".join(str(p.relative_to(where)) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        warnings.warn(f"skipped {len(skipped)} file(s) in {where} that are not readable images: {names} "
-                      f"(delete or fix them to silence this warning)", stacklevel=4)
+        warnings.warn(skipped_warning(skipped, where), stacklevel=4)
     if not read:
         raise ValueError(f"{where} holds no readable images ({len(skipped)} unreadable file(s)); put image "
                          f"files (jpg, png, ...) in it")
@@ -347,7 +324,7 @@ def _read_files(files: list[Path], labels: torch.Tensor, n: int | None, seed: in
         raise ValueError(f"the images in {where} have {len(sizes)} different sizes (e.g. {sizes[:3]}); "
                          f"give image_size=... to scale and centre-crop them to one square size")
     # np.stack, not torch.stack: torch's runs threaded and crawls on a busy CPU
-    return torch.from_numpy(np.stack([im.numpy() for im in images])), labels[torch.tensor(kept)], skipped
+    return torch.from_numpy(np.stack(images)), labels[torch.tensor(kept)], skipped
 
 
 def _load_imagenette(split, root, image_size, n, seed):
@@ -378,26 +355,20 @@ def _load_imagenette(split, root, image_size, n, seed):
     return images, labels, classes, path
 
 
-def _list_folder(folder: Path):
-    """(files, labels, class names) of an image folder; labels are -1 when it has no class subfolders."""
-    def visible(p: Path) -> bool:  # skip .DS_Store, .ipynb_checkpoints/ and other hidden entries
-        return not any(part.startswith(".") for part in p.relative_to(folder).parts)
+def folder_test_mask(labels: torch.Tensor, num_classes: int, test_fraction: float = 0.2) -> torch.Tensor:
+    """Which images of a labeled folder are its ``test`` split: ``test_fraction`` of each class, drawn with
+    seed 0, so the split never changes (``sslkit.prepared`` lays a prepared folder out by the same rule).
 
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and visible(d))
-    loose = sorted(f for f in folder.iterdir() if f.is_file() and visible(f))
-    if not class_dirs:
-        return loose, [-1] * len(loose), []
-    stray = [f.name for f in loose if f.suffix.lower() in IMAGE_EXTENSIONS]
-    if stray:
-        warnings.warn(f"{folder} has class subfolders, so the {len(stray)} image(s) directly in it are not used: "
-                      f"{', '.join(stray[:10])}{' ...' if len(stray) > 10 else ''}; move them into a class "
-                      f"subfolder", stacklevel=4)
-    files, labels = [], []
-    for k, d in enumerate(class_dirs):
-        fs = sorted(f for f in d.rglob("*") if f.is_file() and visible(f))
-        files += fs
-        labels += [k] * len(fs)
-    return files, labels, [d.name for d in class_dirs]
+    >>> folder_test_mask(torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1]), 2).sum().item()
+    2
+    """
+    g = torch.Generator().manual_seed(0)
+    is_test = torch.zeros(len(labels), dtype=torch.bool)
+    for k in range(num_classes):
+        idx = (labels == k).nonzero().squeeze(1)
+        n_test = int(round(len(idx) * test_fraction))
+        is_test[idx[torch.randperm(len(idx), generator=g)[:n_test]]] = True
+    return is_test
 
 
 def _load_folder(split, folder, image_size, n, seed, test_fraction=0.2):
@@ -417,7 +388,7 @@ def _load_folder(split, folder, image_size, n, seed, test_fraction=0.2):
                                    f"folder with class subfolders (folder/cat/1.jpg, folder/dog/2.jpg, ...) or "
                                    f"with images directly in it (unlabeled)")
     _check_split("folder", split, ("unlabeled", "train", "test"))
-    files, file_labels, classes = _list_folder(folder)
+    files, file_labels, classes = list_folder(folder)
     if not files:
         raise ValueError(f"image folder {folder} holds no files; put images in it (unlabeled) or in one "
                          f"subfolder per class (folder/cat/1.jpg, folder/dog/2.jpg, ...)")
@@ -427,12 +398,7 @@ def _load_folder(split, folder, image_size, n, seed, test_fraction=0.2):
                          f"folder/dog/2.jpg, ...)")
     labels = torch.tensor(file_labels, dtype=torch.long)
     if classes and test_fraction > 0:
-        g = torch.Generator().manual_seed(0)  # the train/test split of a folder never changes
-        is_test = torch.zeros(len(files), dtype=torch.bool)
-        for k in range(len(classes)):
-            idx = (labels == k).nonzero().squeeze(1)
-            n_test = int(round(len(idx) * test_fraction))
-            is_test[idx[torch.randperm(len(idx), generator=g)[:n_test]]] = True
+        is_test = folder_test_mask(labels, len(classes), test_fraction)
         keep = is_test if split == "test" else ~is_test
         files, labels = [f for f, t in zip(files, keep.tolist()) if t], labels[keep]
         if not files:
@@ -498,6 +464,9 @@ def load_dataset(name: str = "shapes", split: str = "train", n: int | None = Non
     >>> tmp.cleanup()
     """
     if name not in DATASETS:
+        from .prepared import looks_prepared, open_prepared
+        if looks_prepared(str(name)):  # python -m sslkit.data prepare made it: a memory map, nothing read yet
+            return open_prepared(name, split, n=n, seed=seed, image_size=image_size)
         if Path(str(name)).expanduser().is_dir():
             name, root = "folder", name
         elif os.sep in str(name) or "/" in str(name) or str(name).startswith((".", "~")):
@@ -585,9 +554,13 @@ def download(name: str, root: str | Path | None = None) -> Path:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m sslkit.data download NAME``."""
+    """``python -m sslkit.data download NAME`` and ``python -m sslkit.data prepare SOURCE --size S``."""
+    if argv[:1] == ["prepare"]:
+        from .prepared import main
+        return main(argv[1:])
     if len(argv) != 2 or argv[0] != "download" or argv[1] not in _REAL:
-        print(f"usage: python -m sslkit.data download {{{','.join(_REAL)}}}", file=sys.stderr)
+        print(f"usage: python -m sslkit.data download {{{','.join(_REAL)}}}\n"
+              f"       python -m sslkit.data prepare SOURCE --size S [--workers N] [--out DIR]", file=sys.stderr)
         return 2
     try:
         path = download(argv[1])

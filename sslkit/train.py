@@ -500,7 +500,8 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
     scaler = torch.amp.GradScaler("cuda") if opts.precision == "fp16" and device.type == "cuda" else None
 
     images_all, labels_all = data.images, data.labels
-    if device.type != "cpu" and images_all.numel() * images_all.element_size() <= DATA_ON_DEVICE_MAX_BYTES:
+    small = images_all.numel() * images_all.element_size() <= DATA_ON_DEVICE_MAX_BYTES
+    if device.type != "cpu" and small and not getattr(data, "memory_mapped", False):  # a memory map: each step reads only its batch
         images_all, labels_all = images_all.to(device), labels_all.to(device)  # once; every step indexes on the device
     n = len(data) // info.world_size  # images per process and epoch
     if n < 1:
@@ -971,6 +972,10 @@ def main(argv: list[str] | None = None) -> int:
         make_optimizer(method, cfg)  # an unknown optimizer or lr_schedule (e.g. --set byol_lr_schedule=...) too
     except ValueError as e:
         parser.error(str(e))
+    try:  # the data before the results file: a missing dataset or an unfinished preparation writes nothing
+        unlabeled = load_split(cfg, "unlabeled")
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
+        parser.error(str(e))
     results = None
     if info.is_main:
         from .results import Results, default_results_path
@@ -979,7 +984,6 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}: {info.world_size} process(es) on "
         f"{info.device}, batch {cfg.batch_size} per process ({cfg.batch_size * info.world_size} in all), "
         f"{cfg.extra.get('optimizer', 'adamw')} lr {peak_lr(cfg, info.world_size):g}")
-    unlabeled = load_split(cfg, "unlabeled")
     history = train(method, unlabeled, cfg, progress=not args.quiet, run_dir=args.run_dir, max_steps=args.max_steps,
                     dist_info=info)
     if info.distributed:
