@@ -7,6 +7,8 @@ notebooks' results files), never from prose. Each benchmark records the machine 
     python -m sslkit.bench augment     # two views per image: lightly's PIL path vs the batched path
     python -m sslkit.bench ssl_epoch   # one SimCLR epoch: sslkit's path vs lightly's DataLoader path
     python -m sslkit.bench train       # training steps: sslkit's fastest settings vs a lightly-example loop
+    python -m sslkit.bench data        # prepared (memory-mapped) data: preparation, throughput, memory
+    python -m sslkit.bench deploy      # notebook 09's model: size and latency, torch vs ONNX fp32 vs int8
     python -m sslkit.bench --list
 
 Notebook 05's throughput table comes from ``throughput_table`` below, the same measurement as
@@ -214,6 +216,23 @@ def bench_ssl_epoch(args) -> dict:
             "batch_size": batch_size, "image_size": image_size, "num_images": len(data),
             "lightly_num_workers": num_workers, "torch_threads": torch.get_num_threads(),
             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+
+
+@benchmark
+def bench_data(args) -> dict:
+    """Prepared data (sslkit.prepared): preparation images/s, training images/s against in-memory data, and
+    peak anonymous memory training on a 3 GB prepared set (``sslkit.databench``)."""
+    from .databench import bench_data as run
+
+    return run(args)
+
+
+@benchmark
+def bench_deploy(args) -> dict:
+    """Notebook 09's classifier: file size and latency at batch 1 and 64, eager torch vs ONNX fp32 vs int8."""
+    from .deploy import bench
+
+    return bench(seed=args.seed)
 
 
 # ----------------------------------------------------------------------------------------------
