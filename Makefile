@@ -1,6 +1,8 @@
 # sslkit: two commands do all set-up on a fresh machine.
 #   make lab    create .venv, install the kit at pinned versions, register the kernel, open JupyterLab
 #   make test   the same set-up, then the whole test suite (unit tests, doctests, every notebook)
+#   make student  student versions of the notebooks in student/ (solutions replaced, no outputs)
+#   make book     the lessons as a static HTML site in book/ (open book/index.html)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +14,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # pip's "Location ... is ignored" lines from this machine's mirrors are noise
 PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: install lab test bench strip-notebooks clean
+.PHONY: install lab test bench strip-notebooks student book clean
 
 # the pinned torch/torchvision pair is a CUDA build (it runs on the CPU too): about 6.2 GB in $(VENV)
 NEED_GB ?= 6.5
@@ -47,5 +49,15 @@ bench: install
 strip-notebooks: install
 	$(BIN)/python -m sslkit.nbtools strip notebooks/*.ipynb
 
+# student versions: each exercise's solution replaced by `raise NotImplementedError`, outputs removed (git-ignored)
+student: install
+	$(BIN)/python -m sslkit.nbtools student notebooks/[0-9][0-9]_*.ipynb --out student
+
+# the book: every lesson page from its stored lesson run (results/executed/) or a smoke run made for it (kept in
+# book/_runs/, reused while newer than the notebook and sslkit), an index, the teacher's guide and the glossary;
+# fails on a broken local link (git-ignored)
+book: install
+	$(BIN)/python -m sslkit.book --out book
+
 clean:
-	rm -rf $(VENV) notebooks/results data/cache
+	rm -rf $(VENV) notebooks/results data/cache student book

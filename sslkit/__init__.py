@@ -6,6 +6,8 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.config``: profiles (smoke, lesson, full) and the ``Config`` dataclass
 - ``sslkit.shapes``: the offline default dataset, generated from a seed
 - ``sslkit.data``: every dataset behind one interface (``load_dataset``)
+- ``sslkit.imagefiles``: reading image files (RGB, scaled and centre-cropped, unreadable ones skipped)
+- ``sslkit.prepared``: data bigger than memory, decoded once into a memory-mapped array (``prepare``)
 - ``sslkit.models``: backbones by name
 - ``sslkit.augment``: views (lightly transforms, and a batched path with per-sample randomness)
 - ``sslkit.methods``: SSL methods by name (SimCLR, MoCo, BYOL, SimSiam, DINO, MAE)
@@ -19,7 +21,10 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.viz``: figures and the widgets that explore them
 - ``sslkit.sweep``: parameter sweeps over a notebook (papermill), resumable
 - ``sslkit.distributed``: torchrun / DDP glue
-- ``sslkit.bench``: ``python -m sslkit.bench NAME``
+- ``sslkit.deploy``: ONNX export, int8 quantization, latency, distillation, pruning, model cards
+- ``sslkit.exercises``: the notebooks' exercises and the checks that say what to fix
+- ``sslkit.bench``: ``python -m sslkit.bench NAME``; ``sslkit.databench``: its data benchmarks and memory probe
+- ``sslkit.book``: the lessons as a static HTML site with their figures and recorded numbers (``make book``)
 
 ``import sslkit`` is cheap: submodules and the names below load on first use.
 """
@@ -39,7 +44,8 @@ _EXPORTS = {
     "extract_features": "evaluate", "knn_accuracy": "evaluate",
     "Results": "results", "load_results": "results",
 }
-_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune"}
+_SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune", "deploy",
+               "imagefiles", "prepared", "databench", "book", "exercises"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

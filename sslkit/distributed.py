@@ -116,8 +116,8 @@ def shard(order: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def scale_lr(lr: float, batch_size: int, base_batch_size: int = 256, rule: str = "linear") -> float:
     """The learning rate for a global ``batch_size``, given one tuned at ``base_batch_size``.
 
-    "linear" (Goyal et al. 2017; SimCLR with SGD/LARS): lr * B / B0. "sqrt" (often better for
-    Adam-type optimisers and small batches; SimCLR appendix B.1): lr * sqrt(B / B0).
+    "linear" (Goyal et al. 2017, SGD with momentum; SimCLR's main runs with LARS): lr * B / B0.
+    "sqrt" (SimCLR appendix B.1: better with LARS for small batches and few epochs): lr * sqrt(B / B0).
     """
     if rule == "linear":
         return lr * batch_size / base_batch_size

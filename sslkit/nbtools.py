@@ -7,9 +7,12 @@
   ``# NBVAL_CHECK_OUTPUT``, whose stored output nbval compares with a fresh run.
 - ``refresh_checked_outputs``: run a notebook at the smoke profile and store the outputs of
   its checked cells (and nothing else) back into it.
+- ``make_student``: the student version of a notebook: every exercise's solution (between nbgrader's
+  ``### BEGIN SOLUTION`` and ``### END SOLUTION``) replaced by ``raise NotImplementedError``, no outputs.
 
     python -m sslkit.nbtools strip notebooks/*.ipynb
     python -m sslkit.nbtools refresh notebooks/00_welcome.ipynb
+    python -m sslkit.nbtools student notebooks/*.ipynb --out student    # what `make student` runs
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 CHECK_MARK = "NBVAL_CHECK_OUTPUT"
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+PLACEHOLDER = 'raise NotImplementedError("your code here")'
 KERNEL = "sslkit"
 # the kernels papermill starts log only errors: ipykernel's warning that a local kernel talks over TCP would
 # otherwise land in the output of the notebook cell that runs them (notebook 08's sweeps)
@@ -146,10 +151,77 @@ def refresh_checked_outputs(path: str | Path) -> None:
     strip_outputs(path)
 
 
+def solution_blocks(source: str, where: str = "cell") -> list[tuple[int, int]]:
+    """(BEGIN line, END line) of each solution in ``source``; ValueError naming ``where`` when the markers
+    are not well formed (an END missing or without its BEGIN, a BEGIN inside a solution)."""
+    blocks, begin = [], None
+    for i, line in enumerate(source.splitlines()):
+        marker = line.strip()
+        if marker == BEGIN_SOLUTION:
+            if begin is not None:
+                raise ValueError(f"{where}: line {i + 1} opens a solution inside the one opened on line {begin + 1}; "
+                                 f"close it with {END_SOLUTION!r} first")
+            begin = i
+        elif marker == END_SOLUTION:
+            if begin is None:
+                raise ValueError(f"{where}: line {i + 1} closes a solution that was never opened with "
+                                 f"{BEGIN_SOLUTION!r}")
+            blocks.append((begin, i))
+            begin = None
+        elif BEGIN_SOLUTION in line or END_SOLUTION in line:
+            raise ValueError(f"{where}: line {i + 1} holds a solution marker with other text; put it on a line of "
+                             f"its own")
+    if begin is not None:
+        raise ValueError(f"{where}: the solution opened on line {begin + 1} is never closed with {END_SOLUTION!r}")
+    return blocks
+
+
+def student_source(source: str, where: str = "cell") -> str:
+    """``source`` with each solution block replaced by the placeholder, at the indentation of its BEGIN line."""
+    lines = source.splitlines()
+    for begin, end in reversed(solution_blocks(source, where)):
+        indent = lines[begin][:len(lines[begin]) - len(lines[begin].lstrip())]
+        lines[begin:end + 1] = [f"{indent}# your code here: see the exercise's text above", f"{indent}{PLACEHOLDER}"]
+    return "\n".join(lines) + ("\n" if source.endswith("\n") else "")
+
+
+def make_student(path: str | Path, out_dir: str | Path) -> Path:
+    """Write the student version of the notebook ``path`` into ``out_dir`` (same name); returns its path.
+
+    Solutions become ``raise NotImplementedError("your code here")``; outputs go (checked ones too: a student
+    version shows nothing a run did not produce). ValueError when a cell's markers are not well formed.
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    nb = json.loads(path.read_text())
+    for k, cell in enumerate(nb["cells"]):
+        if cell.get("cell_type") == "code":
+            cell["source"] = student_source(_source(cell), f"{path.name}, cell {k}")
+            cell["outputs"], cell["execution_count"] = [], None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / path.name
+    out.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return out
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["student"]:
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="python -m sslkit.nbtools student",
+                                         description="Write student versions of notebooks: solutions replaced by "
+                                                     "raise NotImplementedError, no outputs.")
+        parser.add_argument("notebooks", nargs="+")
+        parser.add_argument("--out", default="student", help="folder for the student versions (default: student)")
+        args = parser.parse_args(argv[1:])
+        for p in args.notebooks:
+            try:
+                print(f"{p} -> {make_student(p, args.out)}")
+            except (ValueError, OSError) as e:
+                parser.error(str(e))
+        return 0
     if len(argv) < 2 or argv[0] not in ("strip", "refresh"):
-        print("usage: python -m sslkit.nbtools {strip|refresh} NOTEBOOK...", file=sys.stderr)
+        print("usage: python -m sslkit.nbtools {strip|refresh|student} NOTEBOOK...", file=sys.stderr)
         return 2
     for p in argv[1:]:
         if argv[0] == "strip":

@@ -166,6 +166,16 @@ def load_results(path: str | Path) -> dict:
     return data
 
 
+RECORDED = Path(__file__).resolve().parents[1] / "results"  # the committed reference runs (a source checkout)
+
+
+def recorded_metrics(notebook: str, profile: str = "lesson") -> dict | None:
+    """The metrics of the committed reference run of ``notebook`` (``results/<notebook>.<profile>.json`` of
+    the repository), or None when there is none: what a notebook's "what you just saw" cells compare with."""
+    path = RECORDED / f"{notebook}.{profile}.json"
+    return load_results(path)["metrics"] if path.is_file() else None
+
+
 def environment_report() -> str:
     """A few lines on what this kernel runs on: versions, device, CPU threads, GPU if any."""
     from .config import resolve_device

@@ -45,9 +45,8 @@ def test_notebook_has_one_parameters_cell_after_its_title(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_runs_at_smoke(path, tmp_path):
-    results_path = tmp_path / "results.json"
-    run_notebook(path, tmp_path / path.name, {"PROFILE": "smoke", "RESULTS_PATH": str(results_path)})
+def test_notebook_runs_at_smoke(path, smoke_runs):
+    _, results_path = smoke_runs.run(path)  # executed once per session (the book test builds from the same runs)
     results = load_results(results_path)  # raises on missing keys or non-finite metrics
     assert set(REQUIRED_KEYS) <= set(results)
     assert results["notebook"] == path.stem and results["profile"] == "smoke"

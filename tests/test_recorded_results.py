@@ -143,6 +143,39 @@ def test_your_data_lesson_results():
     m, _ = _lesson("08_your_data")
     assert m["notebook_s"] <= 300
     assert sum(k.startswith("sweep_") and k.endswith("_knn") for k in m) == 4
+    assert m["prepared_same_as_folder"] == 1 and m["prepared_images"] == m["folder_train_images"] + m["folder_test_images"]
+
+
+def test_prepared_data_benchmark():
+    """Issue 24's targets (2 CPU cores): prepared data trains at >= 0.9x the in-memory throughput (batch 256, 32 px),
+    a 3 GB prepared set trains in under 1.5 GB of the process's own memory, and 2 processes prepare >= 1,000 images/s."""
+    b = _bench("data")
+    assert b["batch_size"] == 256 and b["image_size"] == 32
+    assert b["train_ratio"] >= 0.9, b["train_images_per_s_all"]
+    assert b["big_set_gb"] >= 3.0 and b["peak_rss_anon_mb_prepared"] < 1536
+    assert b["peak_rss_anon_mb_in_memory"] > b["big_set_gb"] * 1000  # the comparison: the same set read into memory
+    assert min(b[f"prepare_images_per_s_{s}px_2proc"] for s in (32, 64)) >= 1000
+
+
+def test_deploy_lesson_results():
+    """Issue 23's targets for notebook 09, on the committed run."""
+    m, wall = _lesson("09_deploy")
+    assert m["max_abs_diff_onnx_fp32"] <= 1e-4 and m["acc_onnx_fp32"] == pytest.approx(m["acc_torch_fp32"], abs=1e-3)
+    assert m["size_ratio_int8"] >= 3.5 and m["acc_onnx_int8"] >= m["acc_onnx_fp32"] - 0.02
+    assert m["speedup_int8_vs_torch_b1"] >= 1.5
+    assert m["params_ratio_student"] <= 0.25 and m["knn_student_distilled"] >= m["knn_teacher"] - 0.05
+    assert m["distill_loss_final"] < m["distill_loss_first"]
+    assert m["latency_threads"] == 2 and wall <= 720
+    card = RESULTS / "09_deploy.lesson.model_card.md"
+    assert card.exists(), f"{card} is missing: the lesson run writes it next to its results file"
+    assert f"{m['acc_shifted_onnx_int8']:.4f}" in card.read_text()  # the card quotes the run's numbers
+
+
+def test_deploy_benchmark_recorded():
+    b = _bench("deploy")  # issue 23: sizes and latencies of notebook 09's classifier, with the machine
+    assert b["size_ratio_int8"] >= 3.5 and b["max_abs_diff_onnx_fp32"] <= 1e-4
+    assert all(b[f"ms_{m}_b{n}"] > 0 for m in ("torch_fp32", "onnx_fp32", "onnx_int8") for n in (1, 64))
+    assert b["threads"] >= 1 and b["hardware"]["cpu"] and b["versions"]["torch"]
 
 
 NOTEBOOKS = sorted(p.stem for p in (RESULTS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -1,7 +1,8 @@
 """The from-scratch code the notebooks teach equals the library's version (micrograd-style).
 
-Each notebook cell tagged ``teach:<name>`` is loaded on its own with ``sslkit.nbtools.load_teaching_cell``
-and compared with lightly on the same inputs, so the lesson cannot drift from what the kit trains with.
+Each notebook cell tagged ``teach:<name>`` (or ``exercise:<name>``, whose solution the learner writes) is loaded on
+its own with ``sslkit.nbtools.load_teaching_cell`` and compared with the library on the same inputs, so the lesson
+cannot drift from what the kit trains with.
 """
 from pathlib import Path
 
@@ -15,7 +16,8 @@ NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 
 @pytest.fixture(scope="module")
 def ntxent():
-    return load_teaching_cell(NOTEBOOKS / "02_contrastive.ipynb", "teach:ntxent")["ntxent"]
+    # notebook 02's NT-Xent exercise: its solution, as the notebook holds it (the learner's version replaces it)
+    return load_teaching_cell(NOTEBOOKS / "02_contrastive.ipynb", "exercise:ntxent")["my_ntxent"]
 
 
 @pytest.mark.parametrize("batch_size", [2, 5, 32])
