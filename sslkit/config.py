@@ -323,6 +323,36 @@ def _validate(cfg: Config):
             continue  # the whole split (not for shapes, which load_dataset asks to size)
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)} must be at least 1")
+    if not cfg.lr > 0:
+        raise ValueError(f"lr={cfg.lr} must be greater than 0 (the profiles use 1e-3 to 0.1)")
+    if cfg.time_budget_s is not None and not cfg.time_budget_s > 0:
+        raise ValueError(f"time_budget_s={cfg.time_budget_s} must be a number of seconds greater than 0, or None "
+                         f"for no time budget")
+    if cfg.weight_decay < 0 or cfg.warmup_epochs < 0:
+        raise ValueError(f"weight_decay={cfg.weight_decay} and warmup_epochs={cfg.warmup_epochs} must be at least 0")
+    for key, value in cfg.extra.items():
+        _check_knob_range(key, value)
+
+
+def _check_knob_range(key: str, value):
+    """A method knob outside its valid range is an error before anything trains: temperatures and learning rates
+    above 0, momenta in [0, 1], mask ratios in (0, 1), weight decays at least 0 (a tuple: each of its values)."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return  # a name, a grid, a flag: not a range
+    name = key.lower()
+    if name.endswith(("temperature", "temperatures", "_temp", "_lr")):
+        bad, valid = [v for v in values if not v > 0], "greater than 0"
+    elif "momentum" in name:
+        bad, valid = [v for v in values if not 0 <= v <= 1], "between 0 and 1"
+    elif name.endswith("mask_ratio"):
+        bad, valid = [v for v in values if not 0 < v < 1], "between 0 and 1 (exclusive)"
+    elif name.endswith("weight_decay"):
+        bad, valid = [v for v in values if not v >= 0], "at least 0"
+    else:
+        return
+    if bad:
+        raise ValueError(f"{key}={value!r} is out of range: it must be {valid}")
 
 
 def resolve_device(device: str = "auto"):

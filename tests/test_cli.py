@@ -44,11 +44,14 @@ def test_simsiam_from_the_shell_trains_with_sgd_and_takes_its_lr(tmp_path, capsy
                                              "temperature?)"),
     (["simclr", "--set", "precision=fp8"], "unknown precision 'fp8'; choose one of: fp32, bf16, fp16"),
     (["simclr", "--profile", "huge"], "unknown profile 'huge'; choose one of: smoke, lesson, full"),
-    (["byol", "--set", "target_momentum=1.5"], "target_momentum=1.5: give where the target's momentum starts, a "
-                                               "number in [0, 1]"),
+    (["byol", "--set", "target_momentum=1.5"], "target_momentum=1.5 is out of range: it must be between 0 and 1"),
     (["byol", "--set", "predictor_lr_scale=0"], "predictor_lr_scale=0: give a positive number"),
     (["byol", "--set", "byol_lr_schedule=linear"], "unknown lr_schedule 'linear'; choose one of: cosine, constant"),
     (["simsiam", "--set", "simsiam_optimizer=adam"], "unknown optimizer 'adam'; choose one of: adamw, sgd"),
+    (["simclr", "--set", "temperature=-1"], "temperature=-1 is out of range: it must be greater than 0"),
+    (["mae", "--set", "mask_ratio=1.5"], "mask_ratio=1.5 is out of range"),
+    (["simclr", "--lr", "0"], "lr=0.0 must be greater than 0"),
+    (["simclr", "--time-budget", "-5"], "time_budget_s=-5.0 must be a number of seconds greater than 0"),
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
