@@ -819,6 +819,9 @@ def fit_supervised(backbone: nn.Module, data: ImageData, cfg: Config, monitor=No
 # ----------------------------------------------------------------------------------------------
 # the script: python -m sslkit.train METHOD ..., the notebooks' code path, alone or under torchrun
 
+# the backbone a method trains on when --backbone is not given and the profile's would not do
+METHOD_BACKBONES = {"mae": "vit_tiny"}  # MAE masks patch tokens: it needs a ViT
+
 EXAMPLES = """examples:
   python -m sslkit.train simclr --profile smoke
   python -m sslkit.train byol --epochs 20 --set precision=bf16 --set width=8 --run-dir runs/byol
@@ -932,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="lesson", help=f"one of: {', '.join(PROFILES)} (default lesson)")
     parser.add_argument("--dataset", help="shapes, cifar10, stl10, imagenette or an image folder (default: the "
                                           "profile's)")
-    parser.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default: the profile's)")
+    parser.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default: the profile's; vit_tiny for mae)")
     parser.add_argument("--epochs", type=int, help="passes over the unlabeled split (default: the profile's)")
     parser.add_argument("--batch-size", type=int, help="images per step and process; the global batch is this "
                                                        "times the number of processes")
@@ -950,7 +953,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown method {args.method!r}; choose one of: {', '.join(METHODS)}")
     try:
         settings = parse_settings(args.set)
-        cfg = make_config(args.profile, dataset=args.dataset, backbone=args.backbone, num_epochs=args.epochs,
+        backbone = args.backbone or METHOD_BACKBONES.get(args.method)  # MAE brings its ViT
+        cfg = make_config(args.profile, dataset=args.dataset, backbone=backbone, num_epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, time_budget_s=args.time_budget, device=args.device,
                           seed=args.seed, **settings)
         known = _known_settings(args.method, cfg.backbone)
@@ -972,15 +976,16 @@ def main(argv: list[str] | None = None) -> int:
         make_optimizer(method, cfg)  # an unknown optimizer or lr_schedule (e.g. --set byol_lr_schedule=...) too
     except ValueError as e:
         parser.error(str(e))
-    try:  # the data before the results file: a missing dataset or an unfinished preparation writes nothing
-        unlabeled = load_split(cfg, "unlabeled")
-    except (FileNotFoundError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
-        parser.error(str(e))
-    results = None
-    if info.is_main:
-        from .results import Results, default_results_path
-        results = Results(f"train_{args.method}", cfg, args.results or default_results_path(
-            f"train_{args.method}", cfg.profile))
+    from .results import Results, check_writable, default_results_path
+
+    results_path = args.results or default_results_path(f"train_{args.method}", cfg.profile)
+    try:  # the data and the results folder before the results file: a missing dataset, an unfinished preparation
+        unlabeled = load_split(cfg, "unlabeled")  # or a folder that cannot be written stops here, having written nothing
+        if info.is_main:
+            check_writable(results_path)
+    except (OSError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
+        parser.error(str(e).replace("RESULTS_PATH=", "--results ").replace("set RESULTS_PATH to", "give --results"))
+    results = Results(f"train_{args.method}", cfg, results_path) if info.is_main else None
     say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}: {info.world_size} process(es) on "
         f"{info.device}, batch {cfg.batch_size} per process ({cfg.batch_size * info.world_size} in all), "
         f"{cfg.extra.get('optimizer', 'adamw')} lr {peak_lr(cfg, info.world_size):g}")
@@ -990,7 +995,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch.distributed as dist
         dist.destroy_process_group()
     if not info.is_main:
-        return 0 if history.stop_reason not in ("interrupted", "SIGTERM") else 1
+        return 0 if history.stop_reason not in ("interrupted", "SIGTERM", "non-finite loss") else 1
     results.update({"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s,
                     "images_per_s": history.images_per_s, "world_size": info.world_size,
                     "global_batch_size": cfg.batch_size * info.world_size, "lr": peak_lr(cfg, info.world_size),
@@ -1000,6 +1005,10 @@ def main(argv: list[str] | None = None) -> int:
     if history.stop_reason in ("interrupted", "SIGTERM"):
         say(f"stopped: {history.message}")
         return 130 if history.stop_reason == "interrupted" else 143
+    if history.stop_reason == "non-finite loss":  # marked in the results file, and a failed exit for scripts
+        results.record("diverged", 1)
+        say(f"failed: {history.message}")
+        return 1
     from .evaluate import extract_features, knn_accuracy
     bank, test = load_split(cfg, "train"), load_split(cfg, "test")
     knn = knn_accuracy(extract_features(method.backbone, bank), bank.labels, extract_features(method.backbone, test),

@@ -136,3 +136,28 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 32 and metrics["steps"] == 8  # 128 / 32 * 2
     assert sorted(p.name for p in run_dir.glob("epoch-*.pt")) == ["epoch-0001.pt", "epoch-0002.pt"]
     assert not list(Path(tmp_path).glob("results"))  # nothing written next to it by the other rank
+
+
+def test_an_unwritable_results_path_stops_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as e:
+        main(["simclr", *TINY, "--results", str(blocker / "r.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "is not writable" in err and "give --results" in err and "Traceback" not in err
+
+
+def test_mae_trains_from_the_shell_with_no_other_flag(tmp_path, capsys):
+    results = tmp_path / "r.json"
+    assert main(["mae", "--profile", "smoke", "--max-steps", "1", "--quiet", "--results", str(results)]) == 0
+    assert load_results(results)["config"]["backbone"] == "vit_tiny"
+
+
+def test_a_diverging_run_exits_1_and_marks_its_results_file(tmp_path, capsys):
+    results = tmp_path / "r.json"
+    with pytest.warns(RuntimeWarning, match="the loss became"):
+        code = main(["simclr", *TINY, "--lr", "1e30", "--results", str(results)])  # the weights overflow at once
+    assert code == 1 and "failed: the loss became" in capsys.readouterr().out
+    metrics = load_results(results)["metrics"]
+    assert metrics["diverged"] == 1 and "knn" not in metrics
+
