@@ -487,6 +487,9 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
                              set_rng_state)
     from .distributed import DistInfo, ddp_step, shard
 
+    if hasattr(method, "check_batch_size"):  # before anything runs or is written (e.g. MoCo's queue)
+        method.check_batch_size(cfg.batch_size)
+
     info = dist_info or DistInfo(device=resolve_device(cfg.device))
     device, main = info.device, info.is_main
     opts = speed_options(cfg, device)
@@ -974,6 +977,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before anything is written: a bad knob's value stops here, and the method says which
         method = build(args.method, cfg, distributed=info.distributed)
         make_optimizer(method, cfg)  # an unknown optimizer or lr_schedule (e.g. --set byol_lr_schedule=...) too
+        if hasattr(method, "check_batch_size"):  # e.g. MoCo's queue takes whole batches
+            method.check_batch_size(cfg.batch_size)
     except ValueError as e:
         parser.error(str(e))
     from .results import Results, check_writable, default_results_path

@@ -50,6 +50,7 @@ def test_simsiam_from_the_shell_trains_with_sgd_and_takes_its_lr(tmp_path, capsy
     (["simsiam", "--set", "simsiam_optimizer=adam"], "unknown optimizer 'adam'; choose one of: adamw, sgd"),
     (["simclr", "--set", "temperature=-1"], "temperature=-1 is out of range: it must be greater than 0"),
     (["mae", "--set", "mask_ratio=1.5"], "mask_ratio=1.5 is out of range"),
+    (["moco", "--batch-size", "100"], "queue_size=4096 is not a multiple of the batch size 100"),
     (["simclr", "--lr", "0"], "lr=0.0 must be greater than 0"),
     (["simclr", "--time-budget", "-5"], "time_budget_s=-5.0 must be a number of seconds greater than 0"),
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU",

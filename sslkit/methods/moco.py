@@ -55,10 +55,14 @@ class MoCo(nn.Module):
     def forward_momentum(self, x):
         return self.projection_head_momentum(self.backbone_momentum(x))  # keys (B, out_dim)
 
+    def check_batch_size(self, batch_size: int):
+        """The queue takes whole batches of keys: its size must be a multiple of the batch size."""
+        if self.queue_size % batch_size:
+            raise ValueError(f"queue_size={self.queue_size} is not a multiple of the batch size {batch_size}: the queue "
+                             f"would wrap mid-batch; use a queue of k * batch size (e.g. queue_size={16 * batch_size})")
+
     def training_step(self, images, labels=None):
-        if self.queue_size % len(images):
-            raise ValueError(f"queue_size={self.queue_size} is not a multiple of the batch size {len(images)}: the queue "
-                             f"would wrap mid-batch; use a queue of k * batch size (e.g. {16 * len(images)})")
+        self.check_batch_size(len(images))
         x0, x1 = two_views(images, self.augment)
         return self.loss(x0, x1)
 
