@@ -109,9 +109,13 @@ def prepared_path(source: str | Path, size: int, root: str | Path | None = None)
 
     ``root`` defaults to ``data/prepared`` under ``sslkit.data.data_root()``.
     """
+    name, _, _, _, listing = _plan(str(source), size)
+    return _keyed_path(name, size, listing, root)
+
+
+def _keyed_path(name: str, size: int, listing, root=None) -> Path:
     from .data import data_root
 
-    name, _, _, _, listing = _plan(str(source), size)
     key = hashlib.sha1(json.dumps([FORMAT_VERSION, size, listing]).encode()).hexdigest()[:12]
     return Path(root or data_root() / "prepared") / f"{name}-{size}px-{key}"
 
@@ -178,8 +182,8 @@ def prepare(source: str | Path, size: int, *, out: str | Path | None = None, wor
         raise ValueError(f"size={size!r}: give the prepared images' side in pixels, at least 8 (e.g. --size 64)")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}: give at least 1 decoding process")
-    name, classes, segments, unlabeled_is, _ = _plan(str(source), size)
-    out = Path(out) if out is not None else prepared_path(source, size)
+    name, classes, segments, unlabeled_is, listing = _plan(str(source), size)  # lists the source once
+    out = Path(out) if out is not None else _keyed_path(name, size, listing)
     if is_prepared(out):
         shutil.rmtree(out / "parts", ignore_errors=True)  # left by a run stopped after it completed
         (out / "plan.json").unlink(missing_ok=True)
