@@ -998,6 +998,7 @@ def main(argv: list[str] | None = None) -> int:
                     dist_info=info)
     if info.distributed:
         import torch.distributed as dist
+        dist.barrier()  # leave together: a process exiting while gloo still talks to another aborts that one
         dist.destroy_process_group()
     if not info.is_main:
         return 0 if history.stop_reason not in ("interrupted", "SIGTERM", "non-finite loss") else 1

@@ -200,6 +200,9 @@ assert data.memory_mapped
 history = train(FixedViews(_build("simclr")), data, _loop_cfg({batch}), progress=False, dist_info=info)
 if info.is_main:
     torch.save(history.losses, {out!r})
+# both processes leave together: a process that exits while gloo's threads still talk to the other aborts it
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
 """
 
 
