@@ -17,10 +17,26 @@ True
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
 from torchvision.models.vision_transformer import VisionTransformer
+
+
+class Shortcut(nn.Sequential):
+    """A residual block's projection shortcut, as torchvision's: a 1x1 convolution (stride s), then BatchNorm.
+
+    For a batch of odd size the strided 1x1 convolution runs as a stride-1 convolution of every s-th pixel (the
+    same numbers): the backward pass of torch 2.14.1's channels_last CPU kernel for it crashes the process
+    (SIGSEGV) on odd batches with 8 input channels, e.g. an epoch's last batch of 97 images on notebook 02's network.
+    """
+
+    def forward(self, x):
+        conv, norm = self[0], self[1]
+        if conv.stride != (1, 1) and x.shape[0] % 2:
+            return norm(F.conv2d(x[:, :, ::conv.stride[0], ::conv.stride[1]], conv.weight))  # (B, out, H/s, W/s)
+        return super().forward(x)
 
 
 class SmallResNet(nn.Module):
@@ -49,7 +65,7 @@ class SmallResNet(nn.Module):
                 s = stride if i == 0 else 1
                 down = None
                 if s != 1 or channels != out:
-                    down = nn.Sequential(nn.Conv2d(channels, out, 1, stride=s, bias=False), nn.BatchNorm2d(out))
+                    down = Shortcut(nn.Conv2d(channels, out, 1, stride=s, bias=False), nn.BatchNorm2d(out))
                 layers.append(BasicBlock(channels, out, stride=s, downsample=down))
                 channels = out
         self.layers = nn.Sequential(*layers)

@@ -73,3 +73,34 @@ def test_features_do_not_depend_on_image_size_of_the_pool():
     backbone, dim = make_backbone("resnet_tiny")
     with torch.no_grad():
         assert backbone.eval()(torch.zeros(1, 3, 10, 10)).shape == (1, dim)  # a 10 px jigsaw tile works too
+
+
+ODD_BATCH = """
+import torch, sslkit
+torch.set_num_threads(2)
+torch.manual_seed(0)
+backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
+backbone(torch.randn(3, 3, 32, 32)).sum().backward()
+print("ok")
+"""
+
+
+def test_an_odd_batch_trains_on_the_lessons_network():
+    """torch 2.14.1's channels_last strided 1x1 convolution crashes in backward on odd batches with 8 input channels;
+    the shortcut computes it another way there (in a fresh process: a crash must fail the test, not the suite)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", ODD_BATCH], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_the_odd_batch_shortcut_computes_the_strided_convolution():
+    from sslkit.models import Shortcut
+
+    torch.manual_seed(0)
+    shortcut = Shortcut(torch.nn.Conv2d(8, 16, 1, stride=2, bias=False), torch.nn.BatchNorm2d(16)).eval()
+    x = torch.randn(4, 8, 16, 16)
+    even = shortcut(x)  # the plain path
+    odd = shortcut(x[:3])  # the other path
+    assert torch.allclose(odd, even[:3], atol=1e-6) and odd.shape == (3, 16, 8, 8)
