@@ -15,7 +15,8 @@ Two ways to make views, drawing from the same distributions (``tests/test_augmen
   torchvision's v2 transforms draw one set of parameters per call (every image of a batch would
   get the same crop). kornia's augmentations do draw per sample, but at 32 px on 2 CPU cores they
   made views at about half the speed of the code here (under the 5x-over-lightly target) and take
-  no ``torch.Generator``; so the few operations are written here in torch, each a few lines.
+  no ``torch.Generator``; so the few operations are written in torch, each a few lines
+  (``sslkit.imageops``).
   ``python -m sslkit.bench augment`` measures the batched path against lightly.
 
 Both paths output floats normalised like ``sslkit.data.to_float`` ((x / 255 - MEAN) / STD), the
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import imageops
 from .data import MEAN, STD
 
 # method names lightly_transform knows; the two-view methods share SimCLR's views on small images
@@ -255,12 +257,13 @@ def apply_params(images: torch.Tensor, drawn: dict[str, torch.Tensor], params: A
     x = roi_align(x, rois, output_size=s, spatial_scale=1.0, sampling_ratio=-1, aligned=True)  # (B, 3, S, S)
     # every other operation runs only on the views that drew it
     _apply_to(x, d["flip"], lambda v: v.flip(-1))
-    ops = (_brightness, _contrast, _saturation, _hue)  # colour jitter: at step k, each jittered view
-    for step in range(4):  # gets the operation it drew for position k (a random order per view)
+    # colour jitter: at step k, each jittered view gets the operation it drew for position k (a random order per view)
+    ops = (imageops.brightness, imageops.contrast, imageops.saturation, imageops.hue)
+    for step in range(4):
         for k, op in enumerate(ops):
             _apply_to(x, d["jitter"] & (d["order"][:, step] == k), op, d["factors"][:, k])
-    _apply_to(x, d["gray"], lambda v: _gray(v).expand(-1, 3, -1, -1))
-    _apply_to(x, d["blur"], lambda v, sigma: _gaussian_blur(v, sigma, params.blur_sigma[1]), d["sigma"])
+    _apply_to(x, d["gray"], lambda v: imageops.gray(v).expand(-1, 3, -1, -1))
+    _apply_to(x, d["blur"], lambda v, sigma: imageops.gaussian_blur(v, sigma, params.blur_sigma[1]), d["sigma"])
     _apply_to(x, d["solarize"], lambda v: torch.where(v >= 128 / 255, 1 - v, v))
     return x.sub_(MEAN).div_(STD)  # as sslkit.data.to_float
 
@@ -316,6 +319,34 @@ def multi_crop(images: torch.Tensor, view_params: list[AugmentParams],
     return [augment(images, p, g) for p in view_params]
 
 
+def flip_and_translate(images: torch.Tensor, max_shift: int = 4, generator: torch.Generator | None = None):
+    """Random horizontal flips and translations of up to ``max_shift`` pixels, on a batch: the light
+    augmentation of supervised training and fine-tuning (not a view for self-supervised learning).
+
+    ``images`` (B, C, H, W) of any dtype; the border is filled by reflection (as in the usual
+    "pad 4 and crop" CIFAR augmentation). Runs on the batch's device, no Python loop.
+
+    >>> x = torch.arange(16.).view(1, 1, 4, 4)
+    >>> flip_and_translate(x, max_shift=0).shape
+    torch.Size([1, 1, 4, 4])
+    """
+    b, _, h, w = images.shape
+    dev = images.device
+    rand = (lambda *s: torch.rand(*s, generator=generator).to(dev)) if generator is not None else \
+        (lambda *s: torch.rand(*s, device=dev))
+    flip = rand(b) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if max_shift == 0:
+        return images
+    padded = F.pad(images.float(), (max_shift,) * 4, mode="reflect").to(images.dtype)  # (B, C, H+2s, W+2s)
+    sy = (rand(b) * (2 * max_shift + 1)).long()  # (B,) offsets in [0, 2s]
+    sx = (rand(b) * (2 * max_shift + 1)).long()
+    rows = sy[:, None] + torch.arange(h, device=dev)  # (B, H)
+    cols = sx[:, None] + torch.arange(w, device=dev)  # (B, W)
+    out = padded[torch.arange(b, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
 LOCAL_CROP_SCALE = (0.05, 0.4)  # DINO's local crops: 5-40% of the image
 
 
@@ -357,55 +388,3 @@ def _check_images(images):
     if images.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images in [0, 255], got {images.dtype}; for floats normalised by "
                          f"to_float use sslkit.data.to_uint8(x), for floats in [0, 1] (x * 255).round().byte()")
-
-
-# ----------------------------------------------------------------------------------------------
-# the operations, on float views (n, 3, S, S) in [0, 1] with one factor per view (n,)
-
-
-def _gray(x):  # (n, 3, S, S) -> (n, 1, S, S), ITU-R 601-2 luma as PIL's convert("L")
-    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-
-
-def _blend(x, y, f):  # f * x + (1 - f) * y, clipped to [0, 1]
-    f = f[:, None, None, None]
-    return (f * x + (1 - f) * y).clamp(0, 1)
-
-
-def _brightness(x, f):  # a blend with black
-    return (x * f[:, None, None, None]).clamp(0, 1)
-
-
-def _contrast(x, f):
-    return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), f)
-
-
-def _saturation(x, f):
-    return _blend(x, _gray(x), f)
-
-
-def _hue(x, shift):
-    """Rotate the hue of every pixel by ``shift`` turns: RGB -> HSV, shift H, HSV -> RGB."""
-    r, g, b = x.unbind(1)
-    v = x.amax(1)  # (n, S, S) value
-    c = v - x.amin(1)  # chroma
-    s = c / v.clamp_min(1e-8)  # saturation (0 where v = 0, as c = 0 there)
-    cc = c.clamp_min(1e-8)
-    h = torch.where(v == r, (g - b) / cc, torch.where(v == g, (b - r) / cc + 2, (r - g) / cc + 4))
-    h = (h / 6 + shift[:, None, None]) % 1.0  # hue in turns, shifted
-    # HSV -> RGB: channel n in (R, G, B) = (5, 3, 1) is v - v * s * clamp(min(k, 4 - k), 0, 1)
-    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[None, :, None, None] + 6 * h[:, None]) % 6
-    return v[:, None] - (v * s)[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
-
-
-def _gaussian_blur(x, sigma, max_sigma):
-    """Blur each view with its own sigma: a separable Gaussian as one grouped convolution."""
-    n, c, height, width = x.shape
-    radius = min(math.ceil(3 * max_sigma), height - 1, width - 1)  # reflect padding needs radius < size
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-t**2 / (2 * sigma[:, None] ** 2))  # (n, 2r + 1)
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (n * c, 2r + 1)
-    y = F.pad(x.reshape(1, n * c, height, width), (radius,) * 4, mode="reflect")
-    y = F.conv2d(y, kernel[:, None, None, :], groups=n * c)  # along rows
-    y = F.conv2d(y, kernel[:, None, :, None], groups=n * c)  # along columns
-    return y.reshape(n, c, height, width)

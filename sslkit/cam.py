@@ -178,15 +178,10 @@ def two_view_targets(backbone: nn.Module, images: torch.Tensor, params=None, see
     ``sslkit.augment.AugmentParams`` (None: SimCLR's views).
     """
     from .augment import augment
-    from .evaluate import _device_of
+    from .evaluate import predict
 
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        views = augment(images, params, generator=seed)  # (N, 3, S, S) normalised
-        z = torch.cat([backbone(views[i:i + 256].to(_device_of(backbone))).cpu() for i in range(0, len(views), 256)])
-    finally:
-        backbone.train(was_training)
+    views = augment(images, params, generator=seed)  # (N, 3, S, S) normalised
+    z = predict(backbone, views, batch_size=256)  # (N, D)
     return [EmbeddingSimilarity(v) for v in z]
 
 
@@ -208,21 +203,14 @@ def fit_probe(backbone: nn.Module, labeled, weight_decay: float = 1e-3) -> Probe
     ``nn.Module`` that Grad-CAM can backpropagate through with ``ClassifierOutputTarget``.
     """
     from .evaluate import _device_of, extract_features
-    from .finetune import fit_linear
+    from .finetune import fit_linear, linear_head
 
     features = extract_features(backbone, labeled)  # (N, D)
-    pipeline = fit_linear(features, labeled.labels, weight_decay=weight_decay)
-    scaler, logreg = pipeline[0], pipeline[-1]
-    if len(logreg.classes_) != labeled.num_classes or labeled.num_classes < 3:
+    classifier = fit_linear(features, labeled.labels, weight_decay=weight_decay)
+    if len(classifier.classes_) != labeled.num_classes or labeled.num_classes < 3:
         raise ValueError(f"fit_probe needs labeled images of every one of the {labeled.num_classes} classes (3 or "
-                         f"more); got classes {list(logreg.classes_)}. Use e.g. ImageData.per_class(10)")
-    mean = torch.as_tensor(scaler.mean_, dtype=torch.float32)  # (D,)
-    scale = torch.as_tensor(scaler.scale_, dtype=torch.float32)  # (D,)
-    coef = torch.as_tensor(logreg.coef_, dtype=torch.float32)  # (C, D)
-    head = nn.Linear(features.shape[1], labeled.num_classes)
-    with torch.no_grad():  # logits = ((f - mean) / scale) @ coef.T + b = f @ (coef / scale).T + (b - coef @ (mean / scale))
-        head.weight.copy_(coef / scale)
-        head.bias.copy_(torch.as_tensor(logreg.intercept_, dtype=torch.float32) - coef @ (mean / scale))
+                         f"more); got classes {list(classifier.classes_)}. Use e.g. ImageData.per_class(10)")
+    head = linear_head(classifier)  # logits = ((f - mean) / scale) @ W.T + b, as one nn.Linear on f
     return ProbeClassifier(backbone, head.to(_device_of(backbone))).eval()
 
 
@@ -233,15 +221,21 @@ def fit_probe(backbone: nn.Module, labeled, weight_decay: float = 1e-3) -> Probe
 def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
     """ViT tokens (B, 1 + h*w, D), class token first -> a feature map (B, D, h, w) for CAM.
 
+    pytorch-grad-cam's ``vit_reshape_transform`` with the grid read from the tokens (the library's
+    default, 14 x 14, is ViT-B/16 at 224 px; a ``TinyViT`` on 32 px images has 8 x 8), and an error
+    that says what went wrong when the tokens are not a class token plus a square grid.
+
     >>> vit_reshape(torch.zeros(2, 1 + 64, 16)).shape
     torch.Size([2, 16, 8, 8])
     """
-    n = tokens.shape[1] - 1
-    side = int(round(n ** 0.5))
+    from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+
+    n = tokens.shape[1] - 1 if tokens.ndim == 3 else -1
+    side = int(round(max(n, 0) ** 0.5))
     if tokens.ndim != 3 or side * side != n:
         raise ValueError(f"{tuple(tokens.shape)} is not a class token plus a square grid of patch tokens "
                          f"(B, 1 + h*w, D); is this the output of an encoder block of a ViT?")
-    return tokens[:, 1:].reshape(tokens.shape[0], side, side, tokens.shape[2]).permute(0, 3, 1, 2)
+    return vit_reshape_transform(tokens, height=side, width=side)
 
 
 def check_gradients(model: nn.Module, layer_name: str, images: torch.Tensor, reshape=None,
@@ -288,7 +282,6 @@ def check_gradients(model: nn.Module, layer_name: str, images: torch.Tensor, res
                          f"from it are empty{hint} (or a gradient-free method: eigencam, scorecam)")
 
 
-@torch.no_grad()
 def cls_attention_maps(vit: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Where the class token looks in the last block (DINO, Caron et al. 2021), at image resolution.
 
@@ -296,7 +289,9 @@ def cls_attention_maps(vit: nn.Module, images: torch.Tensor, batch_size: int = 2
     in [0, 1]: the class token's attention over the patches, averaged over heads, upsampled
     (bilinear) and scaled to [0, 1] like a CAM, so ``cam_in_mask`` scores it the same way.
     """
-    maps = torch.cat([vit.cls_attention(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    from .evaluate import predict
+
+    maps = predict(vit, images, batch_size, fn=vit.cls_attention)  # (N, h, w)
     maps = F.interpolate(maps[:, None].float(), size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     return _to_unit(maps.cpu())
 

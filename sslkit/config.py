@@ -51,6 +51,7 @@ class Config:
     device: str = "auto"  # "auto" (cuda, then mps, then cpu), "cpu", "cuda" or "mps"
     num_workers: int = 0  # DataLoader worker processes for the PIL path (0: in the main process)
     seed: int = 0  # same seed, same machine -> same numbers
+    recipe: str | None = None  # the recipe of sslkit.recipes these values came from (None: none)
     extra: dict = field(default_factory=dict)  # notebook-specific knobs, e.g. {"temperature": 0.1}
 
     def to_dict(self) -> dict:
@@ -67,82 +68,14 @@ PROFILE_VALUES = {
 }
 
 
-# notebook 03's BYOL and SimSiam (the methods with a predictor): SGD as SimSiam's paper, the lr constant after the
-# warm-up and the predictor at 4 times the rest's lr (docs/tuning_history.md, "03_non_contrastive", has the runs)
-PREDICTOR_METHODS_RECIPE = dict(byol_optimizer="sgd", byol_weight_decay=5e-4, byol_lr_schedule="constant",
-                                simsiam_lr_schedule="constant", predictor_lr_scale=4)
+def make_config(profile: str = "lesson", notebook: str | None = None, recipe: str | None = None,
+                **overrides) -> Config:
+    """Resolve a profile, a training recipe, a notebook's own values and overrides into a ``Config``.
 
-
-# what a notebook needs on top of the profile to fit its time budget: notebook -> profile -> values
-# (names that are not Config fields go to cfg.extra, e.g. a per-method time budget)
-NOTEBOOK_VALUES: dict[str, dict[str, dict]] = {
-    # how these values were chosen, with the runs behind them: docs/tuning_history.md, "01_pretext"
-    "01_pretext": {"smoke": dict(time_budget_s=5.0, batch_size=64, width=8),
-                   "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, time_budget_s=150.0, num_epochs=6,
-                                  batch_size=64, lr=5e-3)},
-    # how these values were chosen, with the runs behind them: docs/tuning_history.md, "02_contrastive"
-    "02_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0, sweep_budget_s=1.5,
-                                     temperatures=(0.1, 0.2), batch_sizes=(64, 128)),
-                       "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, view_size=24,
-                                      time_budget_s=300.0, num_epochs=60, batch_size=128, lr=5e-3, weight_decay=0.05,
-                                      hidden_dim=1024, sweep_budget_s=60.0),
-                       "full": dict(sweep_budget_s=1800.0)},
-    # how these values were chosen, with the runs behind them: docs/tuning_history.md, "03_non_contrastive"
-    "03_non_contrastive": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0, dino_batch_size=64,
-                                         byol_lr=0.06, dino_lr_schedule="constant", **PREDICTOR_METHODS_RECIPE),
-                           "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, view_size=24,
-                                          time_budget_s=300.0, num_epochs=60, batch_size=128, lr=5e-3,
-                                          weight_decay=0.05, jitter=0.5, target_momentum=0.9, barlow_lambda=0.0025,
-                                          simsiam_lr=0.12, simsiam_weight_decay=5e-4, num_local=0,
-                                          dino_batch_size=64, dino_lr_schedule="constant", byol_lr=0.12,
-                                          **PREDICTOR_METHODS_RECIPE)},
-    # how these values were chosen, with the runs behind them: docs/tuning_history.md, "04_masked"
-    "04_masked": {"smoke": dict(hidden_dim=32, num_layers=2, num_heads=2, decoder_dim=32, decoder_heads=2,
-                                num_unlabeled=256, batch_size=64, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95),
-                                lr_schedule="constant", time_budget_s=4.0,
-                                finetune_budget_s=3.0, sweep_budget_s=1.0),
-                  "lesson": dict(time_budget_s=300.0, num_epochs=16, batch_size=64, lr=1e-3, weight_decay=0.05,
-                                 warmup_epochs=0.5, betas=(0.9, 0.95), lr_schedule="constant",
-                                 finetune_budget_s=240.0, finetune_epochs=40, finetune_lr=3e-3,
-                                 finetune_batch_size=64, layer_decay=0.75, sweep_budget_s=60.0)},
-    # how these values were chosen, with the runs behind them: docs/tuning_history.md, "05_scaling"
-    "05_scaling": {"smoke": dict(width=8, num_unlabeled=256, num_train=200, num_test=100, batch_size=64, num_epochs=2,
-                                 measure_steps=2, warmup_steps=1, measure_compile=False, ddp_epochs=1),
-                   "lesson": dict(backbone="resnet_tiny", width=8, num_unlabeled=2048, num_train=2000, num_test=1000,
-                                  batch_size=128, num_epochs=2, measure_steps=10, warmup_steps=2, measure_compile=True,
-                                  ddp_epochs=4)},
-    # how these values were chosen, with the runs behind them: docs/tuning_history.md, "06_gradcam"
-    "06_gradcam": {"smoke": dict(width=8, num_unlabeled=256, num_train=200, num_test=48, batch_size=64,
-                                 ssl_budget_s=2.0, shortcut_budget_s=1.0, pretext_budget_s=1.0, supervised_budget_s=1.0,
-                                 vit_budget_s=1.0, vit_batch_size=32, scorecam_images=8, road_images=4, shots=5,
-                                 explorer_images=4),
-                   "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, view_size=24, num_test=500,
-                                  num_epochs=30, batch_size=128, lr=5e-3,
-                                  ssl_budget_s=90.0, shortcut_budget_s=30.0, pretext_budget_s=20.0,
-                                  supervised_budget_s=25.0, vit_budget_s=15.0)},
-    # how these values were chosen, with the runs behind them: docs/tuning_history.md, "07_finetune"
-    "07_finetune": {"smoke": dict(width=8, num_unlabeled=256, time_budget_s=4.0, counts=(1, 10), ft_steps=3,
-                                  ft_steps_all=3, ft_budget_s=5.0),
-                    "lesson": dict(backbone="resnet_tiny", width=8, last_width=128, view_size=24,
-                                   time_budget_s=100.0, num_epochs=30, batch_size=128, lr=5e-3, counts=(1, 5, 10, 50), ft_steps=150,
-                                   ft_steps_all=300, ft_budget_s=30.0)},
-    # how these values were chosen, with the runs behind them: docs/tuning_history.md, "08_your_data"
-    "08_your_data": {"smoke": dict(width=8, num_unlabeled=256, num_train=200, num_test=100, time_budget_s=2.0,
-                                   crop_scale=(0.5, 1.0), grayscale_prob=0.5, temperature=0.2,
-                                   sweep_grid={"METHOD": ["simclr", "byol"], "TIME_BUDGET_S": [1.0]}),
-                     "lesson": dict(backbone="resnet_tiny", width=8, time_budget_s=30.0, num_epochs=30,
-                                    batch_size=128, lr=5e-3, num_unlabeled=5000, num_train=2000, num_test=1000,
-                                    crop_scale=(0.5, 1.0), grayscale_prob=0.5, temperature=0.2,
-                                    sweep_grid={"METHOD": ["simclr", "byol"], "TIME_BUDGET_S": [10.0, 40.0]})},
-}
-
-
-def make_config(profile: str = "lesson", notebook: str | None = None, **overrides) -> Config:
-    """Resolve a profile, a notebook's own values and overrides into a ``Config``.
-
-    Precedence: overrides > ``NOTEBOOK_VALUES[notebook][profile]`` > ``PROFILE_VALUES[profile]`` >
-    the dataclass defaults. Overrides whose value is ``None`` are ignored (a parameters cell's
-    "use the profile's value"). Names that are not fields of ``Config`` go into ``cfg.extra``.
+    Precedence: overrides > ``NOTEBOOK_VALUES[notebook][profile]`` > ``recipe(recipe, profile)`` (both in
+    ``sslkit.recipes``) > ``PROFILE_VALUES[profile]`` > the dataclass defaults. Overrides whose value is ``None``
+    are ignored (a parameters cell's "use the recipe's value"). Names that are not fields of ``Config`` go into
+    ``cfg.extra``; ``cfg.recipe`` names the recipe.
     ``$SSLKIT_PROFILE``, when set, replaces ``profile``. A prepared dataset (``sslkit.prepared``) brings its
     image size and trains on its whole unlabeled split, unless the caller sets ``image_size`` or
     ``num_unlabeled``.
@@ -150,17 +83,20 @@ def make_config(profile: str = "lesson", notebook: str | None = None, **override
     profile = os.environ.get("SSLKIT_PROFILE") or profile
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    from .recipes import NOTEBOOK_VALUES, recipe as recipe_values
+
     names = {f.name for f in dataclasses.fields(Config)}
     own = NOTEBOOK_VALUES.get(notebook, {}).get(profile, {}) if notebook else {}
     given = {k.lower() for k, v in overrides.items() if v is not None}  # what the caller set, not the notebook
-    overrides = {**own, **{k.lower(): v for k, v in overrides.items() if v is not None}}
-    values = {**PROFILE_VALUES[profile], "profile": profile}
+    overrides = {**(recipe_values(recipe, profile) if recipe else {}), **own,
+                 **{k.lower(): v for k, v in overrides.items() if v is not None}}
+    values = {**PROFILE_VALUES[profile], "profile": profile, "recipe": recipe}
     extra = {}
     for key, value in overrides.items():
         if value is None:
             continue
         key = key.lower()
-        if key in names and key != "extra":
+        if key in names and key not in ("extra", "recipe"):
             values[key] = value
         else:
             extra[key] = value

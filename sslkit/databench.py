@@ -126,7 +126,7 @@ def bench_data(args) -> dict:
     import numpy as np
     import torch
 
-    from .bench import measure_training
+    from .trainbench import measure_training
     from .config import make_config
     from .data import data_root, load_dataset
     from .prepared import open_prepared, prepare, write_prepared

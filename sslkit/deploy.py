@@ -292,8 +292,7 @@ class FeatureDistillation(nn.Module):
         return self
 
     def training_step(self, images, labels=None):
-        from .augment import augment
-        from .train import flip_and_translate
+        from .augment import augment, flip_and_translate
 
         x = to_float(flip_and_translate(images)) if self.augment is None else augment(images, self.augment)
         with torch.no_grad():
@@ -337,15 +336,13 @@ def linear_classifier(backbone: nn.Module, labeled: ImageData, features: torch.T
     """The backbone and a linear head as one network: images (B, 3, S, S) -> logits (B, classes).
 
     The head is notebook 07's linear probe (``fit_linear`` on the frozen features of ``labeled``), turned
-    into an ``nn.Linear`` (``FineTune.init_head``). ``features``: those features, if already computed.
+    into an ``nn.Linear`` (``sslkit.finetune.linear_head``). ``features``: those features, if already computed.
     """
     from .evaluate import extract_features
-    from .finetune import FineTune, fit_linear
+    from .finetune import fit_linear, linear_head
 
     features = extract_features(backbone, labeled) if features is None else features
-    model = FineTune(backbone, labeled.num_classes, feature_dim=features.shape[1])
-    model.init_head(fit_linear(features, labeled.labels))
-    return nn.Sequential(backbone, model.head).eval()
+    return nn.Sequential(backbone, linear_head(fit_linear(features, labeled.labels))).eval()
 
 
 def model_card(title: str, sections: dict) -> str:

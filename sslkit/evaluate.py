@@ -2,7 +2,8 @@
 
 The field's standard answers, the same way in every notebook:
 
-- ``extract_features``: run a frozen backbone over a dataset (eval mode, no grad, batched).
+- ``predict``: run a model over a dataset (eval mode, no grad, batched), the kit's one such loop;
+  ``extract_features``: a frozen backbone's features through it; ``accuracy`` of logits.
 - ``knn_accuracy``: weighted kNN on L2-normalised features through lightly's ``knn_predict``
   (Wu et al. 2018; k=200 and temperature 0.1 as in lightly's benchmarks).
 - ``linear_probe``: a linear classifier trained on frozen, precomputed, standardised features
@@ -39,33 +40,60 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
+def predict(model: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 512, name: str | None = None,
+            fn=None) -> torch.Tensor:
+    """Outputs (N, ...) of ``model`` over a dataset: eval mode, no gradients, in batches, float32 on the CPU.
+
+    The one batched prediction loop of the kit: features of a backbone (``extract_features``),
+    logits of a classifier, embeddings of augmented views. ``data`` is an ``ImageData``, uint8
+    images (N, C, H, W) (normalised here with ``to_float``) or float images already normalised.
+    Batches run on the model's device; its train/eval mode is restored afterwards. ``fn``: call
+    this instead of ``model`` (e.g. ``vit.cls_attention``). Raises ``FloatingPointError`` naming
+    the model (``name``) and the first bad batch when an output is NaN or Inf.
+
+    >>> predict(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), torch.zeros(5, 3, 2, 2,
+    ...         dtype=torch.uint8)).shape
+    torch.Size([5, 3])
+    """
+    images = data.images if isinstance(data, ImageData) else data
+    device, was_training = _device_of(model), model.training
+    fn = fn or model
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device)
+            y = fn(to_float(x) if x.dtype == torch.uint8 else x).float()
+            if not torch.isfinite(y).all():
+                raise FloatingPointError(
+                    f"{name or type(model).__name__} produced NaN or Inf outputs in batch {start // batch_size} "
+                    f"(images {start}..{start + len(x) - 1}); the weights have diverged: retrain with a "
+                    f"lower learning rate or in fp32")
+            out.append(y.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
 def extract_features(backbone: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 512,
                      name: str | None = None) -> torch.Tensor:
-    """Features (N, D) of a frozen backbone, on the CPU, in the order of ``data``.
+    """Features (N, D) of a frozen backbone, on the CPU, in the order of ``data`` (``predict``, flattened).
 
     Runs in eval mode without gradients, in batches, on the backbone's device; the backbone's
     train/eval mode is restored afterwards. ``data`` is an ``ImageData`` or a uint8 tensor
     (N, 3, H, W). Raises ``FloatingPointError`` naming the model and the first bad batch when
     a feature is NaN or Inf.
     """
-    images = data.images if isinstance(data, ImageData) else data
-    device, was_training = _device_of(backbone), backbone.training
-    backbone.eval()
-    out = []
-    try:
-        for start in range(0, len(images), batch_size):
-            x = to_float(images[start:start + batch_size].to(device))
-            f = backbone(x).flatten(1).float()
-            if not torch.isfinite(f).all():
-                model_name = name or type(backbone).__name__
-                raise FloatingPointError(
-                    f"{model_name} produced NaN or Inf features in batch {start // batch_size} "
-                    f"(images {start}..{start + len(x) - 1}); the weights have diverged: retrain with a "
-                    f"lower learning rate or in fp32")
-            out.append(f.cpu())
-    finally:
-        backbone.train(was_training)
-    return torch.cat(out)
+    return predict(backbone, data, batch_size, name).flatten(1)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose highest score is the label: logits (N, C), labels (N,).
+
+    >>> accuracy(torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([0, 1, 1]))
+    0.6666666666666666
+    """
+    return (logits.argmax(1) == labels).sum().item() / len(labels)
 
 
 @torch.no_grad()
@@ -312,7 +340,7 @@ def evaluate_backbone(backbone: nn.Module, train_data: ImageData, test_data: Ima
     >>> sorted(metrics)
     ['alignment_random_init', 'knn_random_init', 'linear_random_init', 'std_random_init', 'uniformity_random_init']
     """
-    from .train import flip_and_translate
+    from .augment import flip_and_translate
 
     _check_labeled(train_data, "training")
     _check_labeled(test_data, "test")

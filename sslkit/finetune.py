@@ -1,26 +1,20 @@
-"""Label efficiency: how far a few labels go on top of self-supervised features.
+"""Fine-tuning: how far a few labels go on top of self-supervised features.
 
 Three ways to turn a pre-trained backbone into a classifier, from cheapest to most expensive
 (the evaluation protocols of SimCLR, Chen et al. 2020, sections 4 and 6):
 
 - **kNN** on frozen features (``sslkit.evaluate.knn_accuracy``): no training at all;
-- **linear probe** on frozen features (``fit_linear``): a logistic regression on the features;
-- **fine-tuning** (``fine_tune``): the whole network and a new linear head trained on the labels,
-  the backbone at a smaller learning rate than the head (``FineTune.param_groups``), so a few
-  labels adjust the pre-trained features instead of overwriting them. The same recipe on a
-  randomly initialised backbone is the supervised-from-scratch baseline.
+- **linear probe** on frozen features (``fit_linear``): a logistic regression on the features,
+  as a torch layer with ``linear_head``;
+- **fine-tuning** (``FineTune``, ``fine_tune``): the whole network and a new linear head trained
+  on the labels, the backbone at a smaller learning rate than the head (``FineTune.param_groups``),
+  so a few labels adjust the pre-trained features instead of overwriting them; for a ViT,
+  ``layer_decay`` slows it block by block as MAE fine-tunes. The same recipe on a randomly
+  initialised backbone is the supervised-from-scratch baseline.
 
-Then what practitioners report about a classifier (``classification_metrics``: accuracy,
-macro-F1, per-class precision and recall, one-vs-rest AUC-ROC; ``confusion_matrix``), the
-labeled subsets of a label-efficiency curve (``labels_per_class``), and semi-supervised
-pseudo-labelling on frozen features (``pseudo_label``; Lee 2013).
-
->>> import torch
->>> y = torch.tensor([0, 0, 1, 1])
->>> scores = torch.tensor([[2.0, 0.0], [1.0, 0.5], [0.0, 1.0], [0.8, 0.2]])
->>> m = classification_metrics(y, scores, ["cat", "dog"])
->>> m["accuracy"], m["recall_dog"], m["auroc_ovr"]
-(0.75, 0.5, 0.75)
+Then semi-supervised pseudo-labelling on frozen features (``pseudo_label``; Lee 2013). The labeled
+subsets of a label-efficiency curve, the classification metrics and the curve itself are in
+``sslkit.labels``.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import statistics
+import re
 from dataclasses import dataclass
 
 import torch
@@ -37,67 +31,12 @@ from torch import nn
 
 from .augment import AugmentParams, augment
 from .config import Config
-from .data import ImageData, to_float
-from .train import History, Supervised, train
-
-# ----------------------------------------------------------------------------------------------
-# metrics
-
-
-def classification_metrics(labels: torch.Tensor, scores: torch.Tensor, classes: list[str]) -> dict:
-    """Flat metrics for a results file, from true labels (N,) and class scores (N, C).
-
-    ``scores`` may be logits or probabilities: accuracy, F1, precision and recall use the argmax;
-    AUC-ROC (one-vs-rest, macro-averaged) uses the softmax. Per-class values are named
-    ``precision_<class>`` and ``recall_<class>``.
-    """
-    from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
-
-    if scores.ndim != 2 or len(scores) != len(labels) or scores.shape[1] != len(classes):
-        raise ValueError(f"scores must be (N, C) = ({len(labels)}, {len(classes)}) for {len(labels)} labels and "
-                         f"{len(classes)} classes; got {tuple(scores.shape)}")
-    y = labels.cpu().numpy()
-    probs = scores.float().softmax(dim=1) if (scores.min() < 0 or (scores.sum(1) - 1).abs().max() > 1e-4) \
-        else scores.float()
-    pred = probs.argmax(1).cpu().numpy()
-    k = list(range(len(classes)))
-    precision, recall, _, _ = precision_recall_fscore_support(y, pred, labels=k, zero_division=0)
-    out = {"accuracy": float((pred == y).mean()),
-           "macro_f1": float(f1_score(y, pred, labels=k, average="macro", zero_division=0))}
-    p = probs.cpu().numpy()
-    if len(classes) == 2:
-        out["auroc_ovr"] = float(roc_auc_score(y, p[:, 1]))
-    else:
-        out["auroc_ovr"] = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=k))
-    for name, pr, rc in zip(classes, precision, recall):
-        out[f"precision_{name}"] = float(pr)
-        out[f"recall_{name}"] = float(rc)
-    return out
-
-
-def confusion_matrix(labels: torch.Tensor, scores: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(C, C) counts: row = true class, column = predicted class.
-
-    >>> confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([[1., 0.], [1., 0.], [0., 1.]]), 2)
-    tensor([[1, 0],
-            [1, 1]])
-    """
-    pred = scores.argmax(1)
-    return torch.bincount(labels.long() * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
-
-
-def labels_per_class(data: ImageData, counts=(1, 5, 10, 50), seeds=(0, 1, 2)) -> dict:
-    """The labeled subsets of a label-efficiency curve: {(n, seed): ImageData with n per class}.
-
-    Fails early, with the counts per class, when a count is larger than a class has.
-    """
-    smallest = min(data.class_counts().values())
-    too_many = [n for n in counts if n > smallest]
-    if too_many:
-        raise ValueError(f"asked for {too_many} labels per class but the smallest class of the {data.split!r} split "
-                         f"has {smallest} (counts: {data.class_counts()}); use counts up to {smallest}")
-    return {(n, s): data.per_class(n, seed=s) for n in counts for s in seeds}
-
+from .data import ImageData
+from .evaluate import extract_features
+from .methods.mae import NO_DECAY_NAMES, decay_groups
+from .models import TinyViT
+from .supervised import Supervised
+from .train import History, train
 
 # ----------------------------------------------------------------------------------------------
 # fine-tuning: the whole network, the backbone at a lower learning rate than the head
@@ -109,10 +48,17 @@ class FineTune(Supervised):
     The head is new and the backbone pre-trained; with one learning rate for both, the head's
     large early gradients would wreck the features before the head has learned anything. So the
     backbone trains at ``backbone_lr_scale`` times the head's learning rate: ``param_groups``
-    gives ``sslkit.train.make_optimizer`` two groups, and the training loop multiplies each
-    group's scheduled lr by its ``lr_scale``. Better still, start the head from a linear probe
+    gives the optimizer parameter groups, and the training loop multiplies each group's
+    scheduled lr by its ``lr_scale``. Better still, start the head from a linear probe
     (``init_head``; "LP-FT", Kumar et al. 2022): then fine-tuning begins from a working
     classifier and only has to improve the features, not survive a random head.
+
+    For a ViT (``sslkit.models.TinyViT``), ``layer_decay`` gives MAE's fine-tuning groups (He et
+    al. 2022, appendix A.2): layer-wise learning-rate decay (Clark et al. 2020), block i of L at
+    ``backbone_lr_scale * layer_decay ** (L + 1 - depth)``, so the layers nearest the input,
+    whose general features transfer best, move least; and weight decay on the weight matrices
+    only (``sslkit.methods.mae.decays``: not on biases, LayerNorms, tokens). ``layer_decay=1``:
+    those groups without the decay (a ViT trained from scratch).
 
     Args:
         backbone: (B, 3, H, W) normalised images -> (B, D) features; trained in place.
@@ -120,6 +66,8 @@ class FineTune(Supervised):
         feature_dim: D (None: ``backbone.feature_dim``).
         backbone_lr_scale: the backbone's lr as a fraction of the head's (1.0: one lr for all,
             the from-scratch recipe; 0.0: a frozen backbone, a linear probe trained by SGD).
+        layer_decay: None: one group for the backbone, one for the head, weight decay on both;
+            a number in (0, 1]: MAE's groups above (a ``TinyViT`` backbone only).
         augment: the random views to train on (``AugmentParams``: crops, colour jitter, ...);
             None: horizontal flips and shifts of up to ``max_shift`` pixels only.
         max_shift: shifts in pixels when ``augment`` is None.
@@ -131,20 +79,45 @@ class FineTune(Supervised):
     [0.1, 1.0]
     >>> model(torch.zeros(2, 3, 32, 32)).shape  # logits (B, num_classes)
     torch.Size([2, 10])
+    >>> vit, dim = sslkit.make_backbone("vit_tiny", hidden_dim=32, num_layers=2, num_heads=2)
+    >>> model = FineTune(vit, 10, backbone_lr_scale=0.5, layer_decay=0.5)
+    >>> sorted({g["lr_scale"] for g in model.param_groups()})   # embedding, block 0, block 1, final norm, head
+    [0.0625, 0.125, 0.25, 0.5, 1.0]
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, feature_dim: int | None = None,
-                 backbone_lr_scale: float = 0.1, augment: AugmentParams | None = None, max_shift: int = 4):
+                 backbone_lr_scale: float = 0.1, layer_decay: float | None = None,
+                 augment: AugmentParams | None = None, max_shift: int = 4):
         super().__init__(backbone, num_classes, feature_dim, max_shift)
         if backbone_lr_scale < 0:
             raise ValueError(f"backbone_lr_scale={backbone_lr_scale} must be >= 0 (a fraction of the head's lr, "
                              f"e.g. 0.1)")
-        self.backbone_lr_scale, self.augment = backbone_lr_scale, augment
+        if layer_decay is not None:
+            if not 0 < layer_decay <= 1:
+                raise ValueError(f"layer_decay={layer_decay} must be in (0, 1] (1: every block at the backbone's "
+                                 f"rate; MAE uses 0.75), or None for one backbone group")
+            if not isinstance(backbone, TinyViT):
+                raise ValueError(f"layer_decay slows a ViT block by block, but the backbone is a "
+                                 f"{type(backbone).__name__}; use make_backbone('vit_tiny'), or layer_decay=None")
+        self.backbone_lr_scale, self.layer_decay, self.augment = backbone_lr_scale, layer_decay, augment
 
     def param_groups(self) -> list[dict]:
-        """Two torch parameter groups: the backbone (at ``backbone_lr_scale``), then the head (at 1)."""
-        return [{"params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale},
-                {"params": list(self.head.parameters()), "lr_scale": 1.0}]
+        """Torch parameter groups, each with its ``lr_scale`` (read by the training loop's optimizer).
+
+        ``layer_decay`` None: the backbone (at ``backbone_lr_scale``), then the head (at 1). Else
+        the head's groups, then each depth's of the ViT (see the class docstring).
+        """
+        if self.layer_decay is None:
+            return [{"params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale},
+                    {"params": list(self.head.parameters()), "lr_scale": 1.0}]
+        groups = decay_groups(self.head)  # the new head: the full learning rate
+        top = len(self.backbone.vit.encoder.layers) + 1  # the final LayerNorm's depth
+        by_depth: dict[int, list] = {}
+        for name, p in self.backbone.named_parameters():
+            by_depth.setdefault(vit_layer_id(name, top - 1), []).append((name, p))
+        for depth, named in sorted(by_depth.items()):
+            groups += decay_groups(named, self.backbone_lr_scale * self.layer_decay ** (top - depth))
+        return groups
 
     def training_step(self, images, labels):
         if self.augment is None:
@@ -153,23 +126,25 @@ class FineTune(Supervised):
             raise ValueError("fine-tuning needs labels, but this batch has unlabeled images (label -1)")
         return F.cross_entropy(self(augment(images, self.augment)), labels)  # views: (B, 3, S, S) floats
 
-    @torch.no_grad()
     def init_head(self, classifier) -> "FineTune":
-        """Start the head from a ``fit_linear`` classifier (a linear probe on this backbone's features).
-
-        ``fit_linear`` standardises the features, ``(f - mean) / scale``, then applies ``W, b``; the
-        same map on raw features is ``W / scale`` and ``b - (W / scale) @ mean``.
-        """
-        scaler, logistic = classifier[0], classifier[-1]
-        if len(logistic.classes_) != self.head.out_features:
-            raise ValueError(f"the classifier knows {len(logistic.classes_)} classes, the head has "
-                             f"{self.head.out_features}; fit it on labels of every class")
-        w = torch.as_tensor(logistic.coef_ / scaler.scale_, dtype=torch.float32)  # (C, D)
-        b = torch.as_tensor(logistic.intercept_, dtype=torch.float32) - w @ torch.as_tensor(scaler.mean_,
-                                                                                           dtype=torch.float32)
-        self.head.weight.copy_(w.to(self.head.weight.device))
-        self.head.bias.copy_(b.to(self.head.bias.device))
+        """Start the head from a ``fit_linear`` classifier (a linear probe on this backbone's features)."""
+        linear_head(classifier, self.head)
         return self
+
+
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """Depth of a parameter of a ``TinyViT`` (names relative to it): 0 for the patch embedding and the
+    tokens, i + 1 for block i, ``num_layers + 1`` for the final LayerNorm (and anything after it).
+
+    >>> vit_layer_id("encoder.vit.conv_proj.weight", 4), vit_layer_id("encoder.vit.encoder.layers.encoder_layer_2.ln_1.bias", 4)
+    (0, 3)
+    """
+    match = re.search(r"encoder_layer_(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    if name.endswith(NO_DECAY_NAMES) or ".conv_proj." in name:
+        return 0
+    return num_layers + 1
 
 
 def steps_config(cfg: Config, num_images: int, steps: int) -> Config:
@@ -194,7 +169,7 @@ def steps_config(cfg: Config, num_images: int, steps: int) -> Config:
 
 def fine_tune(backbone: nn.Module, labeled: ImageData, cfg: Config, steps: int = 300,
               backbone_lr_scale: float = 0.1, head_init: str = "linear", augment: AugmentParams | None = None,
-              copy_backbone: bool = True, **kwargs) -> tuple[FineTune, History]:
+              copy_backbone: bool = True, layer_decay: float | None = None, **kwargs) -> tuple[FineTune, History]:
     """Fine-tune ``backbone`` with a new linear head on ``labeled`` for about ``steps`` steps.
 
     Uses ``cfg``'s lr (the head's; the backbone gets ``backbone_lr_scale`` of it), weight decay,
@@ -210,11 +185,11 @@ def fine_tune(backbone: nn.Module, labeled: ImageData, cfg: Config, steps: int =
         augment: the views to train on (see ``FineTune``); None: flips and shifts.
         copy_backbone: train a copy, leaving ``backbone`` as it was (so one pre-trained backbone
             serves every run of a curve); False trains it in place.
+        layer_decay: a ViT's layer-wise lr decay and MAE's weight-decay groups (see ``FineTune``).
         kwargs: go to ``sslkit.train.train`` (``progress``, ``monitor``, ``live_plot``).
-    Returns ``(model, history)``; ``model(x)`` gives logits (B, C), ``predict(model, data)`` all of them.
+    Returns ``(model, history)``; ``model(x)`` gives logits (B, C), ``sslkit.evaluate.predict(model, data)``
+    all of them.
     """
-    from .evaluate import extract_features
-
     if (labeled.labels < 0).any():
         raise ValueError(f"fine-tuning needs labels but {labeled!r} has unlabeled images (label -1); use a "
                          f"labeled split ('train'), e.g. data.per_class(10)")
@@ -223,32 +198,13 @@ def fine_tune(backbone: nn.Module, labeled: ImageData, cfg: Config, steps: int =
     kwargs.setdefault("progress", False)
     torch.manual_seed(cfg.seed)  # the head's random init
     net = copy.deepcopy(backbone) if copy_backbone else backbone
-    model = FineTune(net, labeled.num_classes, backbone_lr_scale=backbone_lr_scale, augment=augment)
+    model = FineTune(net, labeled.num_classes, backbone_lr_scale=backbone_lr_scale, layer_decay=layer_decay,
+                     augment=augment)
     if head_init == "linear":
         model.init_head(fit_linear(extract_features(net, labeled), labeled.labels))
     planned = dataclasses.replace(steps_config(cfg, len(labeled), steps), time_budget_s=None)
     history = train(model, labeled, planned, time_limit_s=cfg.time_budget_s, **kwargs)
     return model, history
-
-
-@torch.no_grad()
-def predict(model: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits (N, C) of a classifier over uint8 images, in eval mode, on the CPU.
-
-    >>> predict(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), torch.zeros(5, 3, 2, 2,
-    ...         dtype=torch.uint8)).shape
-    torch.Size([5, 3])
-    """
-    images = data.images if isinstance(data, ImageData) else data
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        out = [model(to_float(images[i:i + batch_size].to(device))).float().cpu()
-               for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,6 +234,37 @@ def fit_linear(features: torch.Tensor, labels: torch.Tensor, weight_decay: float
     c = 1.0 / (weight_decay * len(features))  # sklearn: C * sum of losses + ||W||^2 / 2
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     return clf.fit(features.float().numpy(), labels.numpy())
+
+
+@torch.no_grad()
+def linear_head(classifier, head: nn.Linear | None = None) -> nn.Linear:
+    """A ``fit_linear`` classifier as an ``nn.Linear`` on the raw features (written into ``head`` when given).
+
+    ``fit_linear`` standardises the features, ``(f - mean) / scale``, then applies ``W, b``; the
+    same map on raw features is ``W / scale`` and ``b - (W / scale) @ mean``. A new layer is made
+    like any ``nn.Linear`` (from torch's random state), then overwritten.
+
+    >>> x = torch.tensor([[0.0, 5.0], [0.2, 6.0], [1.0, 9.0], [1.2, 8.0], [3.0, 1.0], [3.1, 2.0]])
+    >>> clf = fit_linear(x, torch.tensor([0, 0, 1, 1, 2, 2]))
+    >>> reference = torch.from_numpy(clf.decision_function(x.numpy())).float()  # through the standardisation
+    >>> torch.allclose(linear_head(clf)(x), reference, atol=1e-5)
+    True
+    """
+    scaler, logistic = classifier[0], classifier[-1]
+    if len(logistic.classes_) < 3:
+        raise ValueError(f"the classifier knows {len(logistic.classes_)} classes; a linear head needs 3 or more "
+                         f"(scikit-learn fits one weight row for 2); fit it on labels of every class")
+    w = torch.as_tensor(logistic.coef_ / scaler.scale_, dtype=torch.float32)  # (C, D)
+    if head is None:
+        head = nn.Linear(w.shape[1], len(logistic.classes_))
+    if len(logistic.classes_) != head.out_features:
+        raise ValueError(f"the classifier knows {len(logistic.classes_)} classes, the head has "
+                         f"{head.out_features}; fit it on labels of every class")
+    b = torch.as_tensor(logistic.intercept_, dtype=torch.float32) - w @ torch.as_tensor(scaler.mean_,
+                                                                                       dtype=torch.float32)
+    head.weight.copy_(w.to(head.weight.device))
+    head.bias.copy_(b.to(head.bias.device))
+    return head
 
 
 def class_scores(classifier, features: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -352,81 +339,3 @@ def pseudo_label(train_features: torch.Tensor, train_labels: torch.Tensor, pool_
         classifier = fit_linear(torch.cat([train_features, pool_features[indices]]),
                                 torch.cat([train_labels, labels]), weight_decay)
     return PseudoLabels(classifier, indices, labels, added)
-
-
-# ----------------------------------------------------------------------------------------------
-# the label-efficiency curve: {protocol: {labels per class: [accuracy of each seed]}}
-
-
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value).
-
-    >>> [round(v, 4) for v in mean_std([0.5, 0.7])]
-    [0.6, 0.1414]
-    """
-    values = list(values)
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def curve_metrics(curve: dict) -> dict:
-    """Flat metrics for a results file: ``acc_<protocol>_<n>`` (mean over seeds) and ``..._std``.
-
-    >>> {k: round(v, 4) for k, v in curve_metrics({"scratch": {10: [0.2, 0.4], "all": [0.9]}}).items()}
-    {'acc_scratch_10': 0.3, 'acc_scratch_10_std': 0.1414, 'acc_scratch_all': 0.9}
-    """
-    out = {}
-    for protocol, points in curve.items():
-        for n, accs in points.items():
-            mean, std = mean_std(accs)
-            out[f"acc_{protocol}_{n}"] = mean
-            if len(accs) > 1:
-                out[f"acc_{protocol}_{n}_std"] = std
-    return out
-
-
-def format_curve(curve: dict) -> str:
-    """A plain-text table: one row per protocol, one column per label count, "mean ± std (seeds)"."""
-    counts = list(dict.fromkeys(n for points in curve.values() for n in points))
-    header = ["labels per class"] + [str(n) for n in counts]
-    rows = [header]
-    for protocol, points in curve.items():
-        cells = [protocol]
-        for n in counts:
-            if n not in points:
-                cells.append("")
-                continue
-            mean, std = mean_std(points[n])
-            cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if len(points[n]) > 1 else ""))
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def plot_curve(curve: dict, num_all: int | None = None, ax=None, title: str = "label efficiency"):
-    """Accuracy against labels per class (log scale), one line per protocol, the band = ± 1 std.
-
-    The "all" point is drawn at ``num_all`` labels per class (the labeled split's size / classes).
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    for protocol, points in curve.items():
-        xs, means, stds = [], [], []
-        for n, accs in points.items():
-            x = num_all if n == "all" else n
-            if x is None:
-                continue
-            mean, std = mean_std(accs)
-            xs.append(x), means.append(mean), stds.append(std)
-        order = sorted(range(len(xs)), key=xs.__getitem__)
-        xs, means, stds = [xs[i] for i in order], [means[i] for i in order], [stds[i] for i in order]
-        line, = ax.plot(xs, means, "o-", label=protocol)
-        ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                        color=line.get_color(), alpha=0.2)
-    ax.set(xscale="log", xlabel="labels per class" + (f" (all = {num_all})" if num_all else ""),
-           ylabel="test accuracy", title=title)
-    ax.legend(fontsize=8)
-    return ax

@@ -1,6 +1,6 @@
 """Image files on disk: list a folder, decode one file to a square RGB array.
 
-Used by ``sslkit.data`` (folders and Imagenette, read into memory) and ``sslkit.prepared`` (the same
+Used by ``sslkit.folders`` (folders and Imagenette, read into memory) and ``sslkit.prepared`` (the same
 files decoded once into a memory-mapped array). It imports only numpy and PIL, not torch, so the
 worker processes that ``sslkit.prepared`` starts to decode in parallel start in a fraction of a second.
 

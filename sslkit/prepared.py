@@ -71,7 +71,9 @@ def _plan(source: str, size: int):
     unlabeled split reuses (None: it is a segment of its own, or the only one); ``listing`` is what
     the key hashes.
     """
-    from .data import _REAL, data_root, folder_test_mask
+    from .data import data_root
+    from .datasets import _REAL
+    from .folders import folder_test_mask
     from .imagefiles import list_folder
 
     if source in REAL:

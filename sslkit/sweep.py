@@ -11,7 +11,7 @@ is not reused: it runs again, and its earlier files move to ``out_dir/replaced/`
 What one run does is up to the notebook. ``experiment_notebook(path)`` writes a small one whose
 parameters cell names a method, a dataset and the usual knobs, and whose code is one call of
 ``run_experiment``: train the method on the dataset's unlabeled split (built as
-``python -m sslkit.train`` builds it, ``sslkit.train.build``), evaluate the backbone with kNN and
+``python -m sslkit.train`` builds it, ``sslkit.recipes.build``), evaluate the backbone with kNN and
 a linear probe, record both. Notebook 08 runs the same function in-process, then sweeps that
 notebook.
 
@@ -222,26 +222,31 @@ def _num(v):
 def run_experiment(method_name: str, cfg, results=None, data: tuple | None = None, progress: bool = False) -> dict:
     """Train method ``method_name`` on ``cfg``'s dataset, evaluate its backbone, record the numbers.
 
-    The method is built by ``sslkit.train.build`` (``cfg.extra`` knobs go to the backbone, the
+    The method is built by ``sslkit.cli.build`` (``cfg.extra`` knobs go to the backbone, the
     method or its views, as for ``python -m sslkit.train``), trained on the ``unlabeled`` split
-    with ``cfg``'s budget (and a method's own optimiser recipe: ``sslkit.train.method_config``; SimSiam
-    trains with SGD), and evaluated with ``evaluate_backbone`` on ``train`` (the kNN bank,
+    with ``cfg``'s budget (a method that collapses under AdamW keeps its recipe's optimizer:
+    ``sslkit.recipes.with_own_optimizer``; SimSiam trains with SGD), and evaluated with ``evaluate_backbone`` on ``train`` (the kNN bank,
     the probe's training set) and ``test``. A dataset without labels (a flat image folder) is
     trained on and not evaluated.
 
     Args:
         data: ``(unlabeled, train, test)`` already loaded (None: ``load_split`` them from ``cfg``;
             ``train`` and ``test`` may be None for a dataset without labels).
+    A run whose loss became NaN or infinite raises ``FloatingPointError`` (after recording ``diverged: 1``), so
+    that a sweep lists it as failed and keeps no results file for it.
+
     Returns the metrics (also recorded in ``results`` if given): ``knn``, ``linear``, ``std``,
     ``uniformity``, ``alignment``, ``steps``, ``epochs``, ``train_s``, ``final_loss``, ``lr`` (the peak
     learning rate it trained with).
     """
     from .data import load_split
     from .evaluate import evaluate_backbone
-    from .train import build, method_config, train
+    from .cli import build
+    from .recipes import with_own_optimizer
+    from .train import train
 
     method = build(method_name, cfg)  # first: a typo in the method's name fails before any loading
-    cfg = method_config(method_name, cfg)  # e.g. SimSiam trains with SGD (its class's recipe)
+    cfg = with_own_optimizer(method_name, cfg)  # e.g. SimSiam trains with SGD
     if data is None:
         unlabeled = load_split(cfg, "unlabeled")
         try:
@@ -255,6 +260,10 @@ def run_experiment(method_name: str, cfg, results=None, data: tuple | None = Non
     metrics = {"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s, "lr": cfg.lr}
     if history.losses:
         metrics["final_loss"] = history.final_loss
+    if history.stop_reason == "non-finite loss":  # a failed run: marked, and an error (a sweep lists it as failed)
+        if results is not None:
+            results.update({**metrics, "diverged": 1})
+        raise FloatingPointError(f"{method_name} diverged: {history.message}")
     if train_data is not None and test_data is not None:
         metrics.update(evaluate_backbone(method.backbone, train_data, test_data, seed=cfg.seed, name=method_name,
                                          k=min(200, len(train_data))))
@@ -268,7 +277,7 @@ EXPERIMENT_PARAMETERS = {
     "PROFILE": ('"lesson"', '"smoke", "lesson" or "full"'),
     "RESULTS_PATH": ("None", "None: results/experiment.<profile>.json"),
     "NOTEBOOK_VALUES": ('"08_your_data"', "whose per-profile values fill in the knobs left at None "
-                                         "(sslkit.config.NOTEBOOK_VALUES); None: the profile's only"),
+                                         "(sslkit.recipes.NOTEBOOK_VALUES); None: the profile's only"),
     "METHOD": ('"simclr"', "any of sslkit.methods.METHODS"),
     "DATASET": ("None", '"shapes", "cifar10", "stl10", "imagenette" or an image folder; None: the profile\'s'),
     "BACKBONE": ("None", "see sslkit.models.BACKBONES; None: the profile's"),

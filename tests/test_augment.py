@@ -16,9 +16,9 @@ import torchvision.transforms.v2.functional as TF
 from scipy import stats
 from torchvision.transforms.v2 import RandomResizedCrop
 
-from sslkit.augment import (METHODS, NORMALIZE, AugmentParams, _brightness, _contrast, _gaussian_blur, _gray,
-                            _hue, _saturation, apply_params, augment, dino_view_params, lightly_transform,
-                            multi_crop, recipe_views, sample_params, two_views)
+from sslkit import imageops
+from sslkit.augment import (METHODS, NORMALIZE, AugmentParams, apply_params, augment, dino_view_params,
+                            lightly_transform, multi_crop, recipe_views, sample_params, two_views)
 from sslkit.data import load_dataset, to_float
 
 DEFAULT = AugmentParams()
@@ -149,14 +149,15 @@ def test_colour_ops_match_torchvision():
     x = colour_noise(24).float() / 255
     f = torch.linspace(0.2, 1.8, 24)
     h = torch.linspace(-0.5, 0.49, 24)
-    for ours, theirs, factors in [(_brightness, TF.adjust_brightness, f), (_contrast, TF.adjust_contrast, f),
-                                  (_saturation, TF.adjust_saturation, f), (_hue, TF.adjust_hue, h)]:
+    for ours, theirs, factors in [(imageops.brightness, TF.adjust_brightness, f),
+                                  (imageops.contrast, TF.adjust_contrast, f),
+                                  (imageops.saturation, TF.adjust_saturation, f), (imageops.hue, TF.adjust_hue, h)]:
         ref = torch.stack([theirs(x[i], float(factors[i])) for i in range(24)])
         torch.testing.assert_close(ours(x, factors), ref, atol=2e-4, rtol=0)
-    torch.testing.assert_close(_gray(x), TF.rgb_to_grayscale(x), atol=2e-4, rtol=0)
+    torch.testing.assert_close(imageops.gray(x), TF.rgb_to_grayscale(x), atol=2e-4, rtol=0)
     sigma = torch.linspace(0.1, 2.0, 16)
     ref = torch.stack([TF.gaussian_blur(x[i], [13, 13], [float(sigma[i])] * 2) for i in range(16)])
-    torch.testing.assert_close(_gaussian_blur(x[:16], sigma, 2.0), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(imageops.gaussian_blur(x[:16], sigma, 2.0), ref, atol=1e-5, rtol=0)
 
 
 def test_solarize_and_grayscale_match_torchvision(shapes):

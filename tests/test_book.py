@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import sslkit.book as book
+import sslkit.bookpages as bookpages
 import sslkit.exercises as ex
 from sslkit.nbtools import make_student
 
@@ -55,7 +56,7 @@ def test_every_page_has_its_figures_and_says_which_run_it_shows(built, path):
     else:
         assert f"come from a {lesson.run_profile} run" in page, f"{lesson.page} does not say its figures are not " \
                                                                 f"the recorded lesson run's"
-    for label, value in book.headline_rows(lesson):  # the recorded lesson run's numbers, beside the figures
+    for label, value in bookpages.headline_rows(lesson):  # the recorded lesson run's numbers, beside the figures
         assert f"<td>{value}</td>" in page, f"{lesson.page} lacks the recorded {label}"
 
 
@@ -88,8 +89,8 @@ def test_the_index_lists_every_notebook_with_its_time_and_results(built):
         assert f'href="{lesson.page}"' in index, f"the index does not link {lesson.page}"
         row = index[index.index(f'href="{lesson.page}"'):].split("</tr>")[0]
         assert lesson.recorded is not None, f"results/{path.stem}.lesson.json is missing"
-        assert book._minutes(lesson.recorded["wall_time_s"]) in row
-        assert all(f"<strong>{value}</strong>" in row for _, value in book.headline_rows(lesson))
+        assert bookpages.minutes(lesson.recorded["wall_time_s"]) in row
+        assert all(f"<strong>{value}</strong>" in row for _, value in bookpages.headline_rows(lesson))
     assert list(lessons) == IDS
 
 
@@ -104,11 +105,12 @@ def test_the_link_check_finds_a_broken_link(tmp_path):
 
 
 def test_every_headline_result_is_in_its_recorded_run():
-    assert set(book.HEADLINES) == set(IDS), "every notebook needs its headline results in sslkit.book.HEADLINES"
-    for stem, rows in book.HEADLINES.items():
+    assert set(bookpages.HEADLINES) == set(IDS), \
+        "every notebook needs its headline results in sslkit.bookpages.HEADLINES"
+    for stem, rows in bookpages.HEADLINES.items():
         metrics = json.loads((book.RESULTS / f"{stem}.lesson.json").read_text())["metrics"]
         missing = [name for name, _, _ in rows if name not in metrics]
-        assert not missing, f"results/{stem}.lesson.json has no {missing}: update sslkit.book.HEADLINES"
+        assert not missing, f"results/{stem}.lesson.json has no {missing}: update sslkit.bookpages.HEADLINES"
 
 
 def test_hide_solutions_shows_the_student_versions_placeholder():
@@ -122,7 +124,7 @@ def test_links_between_sources_become_links_between_pages(tmp_path):
     pages = {(ROOT / "notebooks" / "02_contrastive.ipynb").resolve(): "02_contrastive.html",
              (ROOT / "docs" / "glossary.md").resolve(): "glossary.html"}
     html = '<a href="../notebooks/02_contrastive.ipynb#Section">x</a><a href="glossary.md">g</a><a href="#a">a</a>'
-    assert book._rewrite_links(html, ROOT / "docs", pages) == (
+    assert bookpages.rewrite_links(html, ROOT / "docs", pages) == (
         '<a href="02_contrastive.html#Section">x</a><a href="glossary.html">g</a><a href="#a">a</a>')
 
 
@@ -146,8 +148,9 @@ def test_the_guide_has_a_section_per_notebook_with_its_measured_time():
             assert part in section, f"the guide's section {stem[:2]} lacks {part}"
         found = re.search(r"\*\*Measured lesson time\*\*: ([\d.]+ (?:min|s))", section)
         recorded = json.loads((book.RESULTS / f"{stem}.lesson.json").read_text())["wall_time_s"]
-        assert found and found.group(1) == book._minutes(recorded), (
-            f"section {stem[:2]}: the lesson time should read {book._minutes(recorded)} (results/{stem}.lesson.json)")
+        expected = bookpages.minutes(recorded)
+        assert found and found.group(1) == expected, (
+            f"section {stem[:2]}: the lesson time should read {expected} (results/{stem}.lesson.json)")
 
 
 def test_every_registered_exercise_is_in_the_guide_with_its_difficulty():
@@ -183,7 +186,7 @@ def test_the_guide_quotes_only_recorded_numbers():
             assert any(_close(number, v) for v in metrics.values()), (
                 f"docs/teaching.md, section {stem[:2]}: {number} is not in results/{stem}.lesson.json; quote the "
                 f"recorded value, or write the number without a decimal point if it is not a result")
-    times = {book._minutes(json.loads((book.RESULTS / f"{s}.lesson.json").read_text())["wall_time_s"]) for s in IDS}
+    times = {bookpages.minutes(json.loads((book.RESULTS / f"{s}.lesson.json").read_text())["wall_time_s"]) for s in IDS}
     for quoted in re.findall(r"\d+\.\d+ min", GUIDE.read_text(encoding="utf-8")):
         assert quoted in times, f"docs/teaching.md quotes a lesson time {quoted} that no recorded run took"
 

@@ -83,7 +83,11 @@ def test_vit_layer_without_gradient_and_missing_reshape_are_explained():
                             num_classes=10).eval()
     torch.nn.init.normal_(vit.heads.head.weight)  # torchvision starts the head at zero: no gradient at all
     x = torch.randn(2, 3, 32, 32)
-    assert vit_reshape(torch.zeros(2, 17, 16)).shape == (2, 16, 4, 4)
+    tokens = torch.randn(2, 17, 16)  # class token + 4 x 4 patches: token 1 + 4 * row + col is patch (row, col)
+    assert torch.equal(vit_reshape(tokens), tokens[:, 1:].reshape(2, 4, 4, 16).permute(0, 3, 1, 2))
+    assert torch.equal(vit_reshape(tokens)[:, :, 2, 3], tokens[:, 1 + 4 * 2 + 3])
+    with pytest.raises(ValueError, match="not a class token plus a square grid"):
+        vit_reshape(torch.zeros(2, 16, 16))
     with pytest.raises(ValueError, match="pass reshape=sslkit.cam.vit_reshape"):
         check_gradients(vit, "encoder.layers.encoder_layer_1", x)
     with pytest.raises(ValueError, match="zero gradient.*encoder_layer_1.ln_1"):

@@ -10,7 +10,8 @@ import torch
 
 from sslkit.config import make_config
 from sslkit.results import load_results
-from sslkit.train import build, main, parse_settings
+from sslkit.cli import main, parse_settings
+from sslkit.recipes import build
 
 TINY = ["--profile", "smoke", "--epochs", "2", "--batch-size", "32", "--quiet", "--device", "cpu",
         "--set", "num_unlabeled=128", "--set", "num_train=200", "--set", "num_test=50", "--set", "width=4"]
@@ -30,8 +31,8 @@ def test_a_run_writes_results_and_checkpoints_and_a_rerun_resumes(tmp_path, caps
     assert sorted(p.name for p in run_dir.glob("epoch-*.pt")) == ["epoch-0001.pt", "epoch-0002.pt"]
 
 
-def test_simsiam_from_the_shell_trains_with_sgd_and_takes_its_lr(tmp_path, capsys):
-    for extra, said in [([], "sgd lr 0.06\n"), (["--lr", "0.1"], "sgd lr 0.1\n"), (["--set", "simsiam_lr=0.2"], "sgd lr 0.2\n"),
+def test_simsiam_from_the_shell_trains_its_recipe_and_takes_your_values(tmp_path, capsys):
+    for extra, said in [([], "sgd lr 0.06\n"), (["--lr", "0.1"], "sgd lr 0.1\n"), (["--recipe", "byol"], "sgd lr 0.12\n"),
                         (["--set", "optimizer=adamw", "--lr", "0.001"], "adamw lr 0.001\n")]:
         assert main(["simsiam", *TINY, "--max-steps", "1", "--results", str(tmp_path / "r.json"), *extra]) == 0
         assert said in capsys.readouterr().out
@@ -40,17 +41,19 @@ def test_simsiam_from_the_shell_trains_with_sgd_and_takes_its_lr(tmp_path, capsy
 @pytest.mark.parametrize("args, message", [
     (["simclrr"], "unknown method 'simclrr'; choose one of: rotation, jigsaw, simclr, moco, byol"),
     (["simclr", "--set", "temperature"], "--set 'temperature': write KEY=VALUE"),
-    (["simclr", "--set", "tempreature=0.2"], "unknown setting 'tempreature' for simclr on resnet_small (did you mean "
+    (["simclr", "--set", "tempreature=0.2"], "unknown setting 'tempreature' for simclr on resnet_tiny (did you mean "
                                              "temperature?)"),
     (["simclr", "--set", "precision=fp8"], "unknown precision 'fp8'; choose one of: fp32, bf16, fp16"),
     (["simclr", "--profile", "huge"], "unknown profile 'huge'; choose one of: smoke, lesson, full"),
     (["byol", "--set", "target_momentum=1.5"], "target_momentum=1.5 is out of range: it must be between 0 and 1"),
     (["byol", "--set", "predictor_lr_scale=0"], "predictor_lr_scale=0: give a positive number"),
-    (["byol", "--set", "byol_lr_schedule=linear"], "unknown lr_schedule 'linear'; choose one of: cosine, constant"),
-    (["simsiam", "--set", "simsiam_optimizer=adam"], "unknown optimizer 'adam'; choose one of: adamw, sgd"),
+    (["byol", "--set", "lr_schedule=linear"], "unknown lr_schedule 'linear'; choose one of: cosine, constant"),
+    (["byol", "--set", "byol_lr=0.1"], "unknown setting 'byol_lr' for byol on resnet_tiny"),
+    (["byol", "--recipe", "byol_sgd"], "unknown recipe 'byol_sgd' (did you mean byol?); choose one of: barlowtwins"),
+    (["simsiam", "--set", "optimizer=adam"], "unknown optimizer 'adam'; choose one of: adamw, sgd"),
     (["simclr", "--set", "temperature=-1"], "temperature=-1 is out of range: it must be greater than 0"),
     (["mae", "--set", "mask_ratio=1.5"], "mask_ratio=1.5 is out of range"),
-    (["moco", "--batch-size", "100"], "queue_size=4096 is not a multiple of the batch size 100"),
+    (["moco", "--batch-size", "100"], "queue_size=2048 is not a multiple of the batch size 100"),
     (["simclr", "--lr", "0"], "lr=0.0 must be greater than 0"),
     (["simclr", "--time-budget", "-5"], "time_budget_s=-5.0 must be a number of seconds greater than 0"),
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU",
@@ -74,7 +77,7 @@ def test_sigterm_saves_stops_with_status_143_and_the_same_command_resumes(tmp_pa
         def callback(history):
             if history.steps == 3:
                 os.kill(os.getpid(), signal.SIGTERM)
-        return real_train(*args, callback=callback, **kwargs)
+        return real_train(*args, callbacks=[callback], **kwargs)
     real_train = sslkit.train.train
     results, run_dir = tmp_path / "r.json", tmp_path / "run"
     command = ["byol", *TINY, "--results", str(results), "--run-dir", str(run_dir)]

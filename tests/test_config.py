@@ -56,8 +56,8 @@ def test_config_is_exported_lazily():
 
 
 def test_notebook_values_sit_between_profile_and_overrides(monkeypatch):
-    from sslkit import config
-    monkeypatch.setitem(config.NOTEBOOK_VALUES, "99_demo", {"lesson": {"batch_size": 64, "time_per_method_s": 90}})
+    from sslkit import recipes
+    monkeypatch.setitem(recipes.NOTEBOOK_VALUES, "99_demo", {"lesson": {"batch_size": 64, "time_per_method_s": 90}})
     cfg = make_config("lesson", notebook="99_demo")
     assert cfg.batch_size == 64 and cfg.extra == {"time_per_method_s": 90}
     assert make_config("lesson", notebook="99_demo", batch_size=32).batch_size == 32

@@ -17,6 +17,7 @@ from PIL import Image
 
 from sslkit import data as sd
 from sslkit.data import DatasetNotFoundError, ImageData, load_dataset
+from sslkit.datasets import download
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
@@ -478,9 +479,9 @@ def test_download_offline_is_a_clear_error(tmp_path, monkeypatch):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(ConnectionError, match=r"could not download 'cifar10'.*needs the internet.*copy the files"):
-        sd.download("cifar10", root=tmp_path)
+        download("cifar10", root=tmp_path)
     with pytest.raises(ValueError, match=r"nothing to download for 'shapes'; downloadable: cifar10"):
-        sd.download("shapes", root=tmp_path)
+        download("shapes", root=tmp_path)
     assert sd._main(["download", "cifar100"]) == 2
     monkeypatch.setenv("SSLKIT_DATA", str(tmp_path))
     assert sd._main(["download", "stl10"]) == 1  # the message, not a traceback

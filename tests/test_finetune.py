@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import sslkit
-from sslkit.finetune import classification_metrics, confusion_matrix, labels_per_class
+from sslkit.labels import classification_metrics, confusion_matrix, curve_metrics, format_curve, labels_per_class
 
 
 def test_metrics_match_a_hand_count():
@@ -37,9 +37,9 @@ def test_shape_errors_and_too_many_labels_are_clear():
 
 import dataclasses  # noqa: E402
 
-from sslkit.evaluate import linear_probe  # noqa: E402
-from sslkit.finetune import (FineTune, class_scores, curve_metrics, fine_tune, fit_linear, format_curve,  # noqa: E402
-                             predict, pseudo_label, steps_config)
+from sslkit.evaluate import accuracy, linear_probe, predict  # noqa: E402
+from sslkit.finetune import (FineTune, class_scores, fine_tune, fit_linear, linear_head, pseudo_label,  # noqa: E402
+                             steps_config, vit_layer_id)
 from sslkit.train import make_optimizer, train  # noqa: E402
 
 
@@ -89,6 +89,92 @@ def test_the_backbone_learns_at_a_fraction_of_the_heads_rate():
     assert moved["backbone.stem.0.weight"] == pytest.approx(1e-3, rel=0.05)
 
 
+def test_linear_head_needs_three_classes_and_a_head_of_their_number():
+    x, y = _blobs(num_classes=2)
+    with pytest.raises(ValueError, match="knows 2 classes; a linear head needs 3 or more"):
+        linear_head(fit_linear(x, y))
+    x, y = _blobs(num_classes=4)
+    with pytest.raises(ValueError, match="knows 4 classes, the head has 3"):
+        linear_head(fit_linear(x, y), torch.nn.Linear(x.shape[1], 3))
+
+
+def test_a_frozen_backbone_is_a_linear_probe_trained_by_sgd():
+    """backbone_lr_scale=0: only the head moves (weights; BatchNorm statistics still follow the data)."""
+    torch.manual_seed(0)
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    data = sslkit.load_dataset("shapes", "train", n=40, seed=0)
+    cfg = sslkit.make_config("smoke", batch_size=20, time_budget_s=None, weight_decay=0.05)
+    model, _ = fine_tune(backbone, data, cfg, steps=4, backbone_lr_scale=0.0, head_init="random")
+    head = FineTune(backbone, 10).head
+    assert all(torch.equal(v, before[k]) for k, v in model.backbone.state_dict().items() if "running" not in k
+               and "num_batches" not in k)
+    assert not torch.equal(model.head.weight, head.weight)
+
+
+# ----------------------------------------------------------------------------------------------
+# a ViT: layer-wise learning-rate decay (MAE's fine-tuning)
+
+SMALL_VIT = dict(hidden_dim=32, num_layers=2, num_heads=2)
+
+
+def test_vit_layer_ids_follow_the_depth():
+    backbone, _ = sslkit.make_backbone("vit_tiny", **SMALL_VIT)  # 2 blocks
+    ids = {n: vit_layer_id(n, 2) for n, _ in backbone.named_parameters()}
+    assert ids["encoder.vit.conv_proj.weight"] == ids["encoder.vit.class_token"] == 0
+    assert ids["encoder.vit.encoder.layers.encoder_layer_0.mlp.0.weight"] == 1
+    assert ids["encoder.vit.encoder.layers.encoder_layer_1.ln_2.bias"] == 2
+    assert ids["encoder.vit.encoder.ln.weight"] == 3
+
+
+def test_layer_decay_slows_a_vit_block_by_block(monkeypatch):
+    torch.manual_seed(0)
+    backbone, _ = sslkit.make_backbone("vit_tiny", **SMALL_VIT)
+    model = FineTune(backbone, 10, backbone_lr_scale=0.5, layer_decay=0.5)
+    groups = model.param_groups()
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert len(scale) == sum(p.requires_grad for p in model.parameters())
+    assert scale[id(model.head.weight)] == 1.0
+    assert scale[id(backbone.vit.encoder.ln.weight)] == 0.5  # the top of the backbone
+    assert scale[id(backbone.vit.encoder.layers[1].mlp[0].weight)] == 0.25
+    assert scale[id(backbone.vit.encoder.layers[0].mlp[0].weight)] == 0.125
+    assert scale[id(backbone.vit.conv_proj.weight)] == 0.0625  # the patch embedding moves least
+    no_decay = {id(p) for g in groups if g.get("weight_decay") == 0.0 for p in g["params"]}
+    assert id(model.head.bias) in no_decay and id(backbone.vit.encoder.ln.weight) in no_decay
+    assert id(model.head.weight) not in no_decay and id(backbone.vit.conv_proj.weight) not in no_decay
+    # the loop applies the scales: after a step, each group's lr is the scheduled lr times its scale
+    cfg = sslkit.make_config("smoke", num_epochs=1, batch_size=8, time_budget_s=None, lr=1e-3,
+                             lr_schedule="constant")
+    data = sslkit.load_dataset("shapes", "train", n=8, seed=0)
+    captured, real = {}, sslkit.train.make_optimizer
+    monkeypatch.setattr(sslkit.train, "make_optimizer", lambda m, c: captured.setdefault("opt", real(m, c)))
+    train(model, data, cfg, progress=False)
+    assert sorted({round(g["lr"] / 1e-3, 6) for g in captured["opt"].param_groups}) == [0.0625, 0.125, 0.25, 0.5, 1.0]
+    plain = FineTune(sslkit.make_backbone("vit_tiny", **SMALL_VIT)[0], 10, backbone_lr_scale=1.0, layer_decay=1.0)
+    assert {g["lr_scale"] for g in plain.param_groups()} == {1.0}  # from scratch: one rate
+    with pytest.raises(ValueError, match=r"layer_decay=0 must be in \(0, 1\]"):
+        FineTune(backbone, 10, layer_decay=0)
+    with pytest.raises(ValueError, match="layer_decay slows a ViT block by block, but the backbone is a SmallResNet"):
+        FineTune(sslkit.make_backbone("resnet_tiny", width=4)[0], 10, layer_decay=0.75)
+
+
+def test_fine_tuning_a_vit_with_layer_decay_trains_every_block_and_scores_it():
+    torch.manual_seed(0)
+    backbone, _ = sslkit.make_backbone("vit_tiny", pool="mean", **SMALL_VIT)
+    before = {n: p.detach().clone() for n, p in backbone.named_parameters()}
+    labeled = sslkit.load_dataset("shapes", "train", n=40, seed=0)
+    test = sslkit.load_dataset("shapes", "test", n=30, seed=0)
+    cfg = sslkit.make_config("smoke", batch_size=20, time_budget_s=None)
+    model, history = fine_tune(backbone, labeled, cfg, steps=2, backbone_lr_scale=0.5, layer_decay=0.75,
+                               head_init="random", copy_backbone=False)
+    assert history.steps == 2 and model.backbone is backbone
+    unchanged = [n for n, p in backbone.named_parameters() if torch.equal(p, before[n])]
+    assert unchanged == ["encoder.mask_token", "encoder.vit.encoder.pos_embedding"]  # unused; fixed sine-cosine
+    logits = predict(model, test)
+    assert accuracy(logits, test.labels) == pytest.approx(
+        (model.eval()(sslkit.to_float(test.images)).argmax(1) == test.labels).float().mean().item())
+
+
 def test_fine_tune_trains_a_copy_and_checks_its_input():
     torch.manual_seed(0)
     backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
@@ -120,7 +206,7 @@ def test_a_fine_tuning_runs_schedule_follows_its_steps_not_the_clock():
             if history.steps == 1:
                 time.sleep(pause)
 
-        return fine_tune(backbone, data, cfg, steps=8, callback=callback)
+        return fine_tune(backbone, data, cfg, steps=8, callbacks=[callback])
 
     (fast, h_fast), (slow, h_slow) = run(0.0), run(1.5)  # 30% of the budget gone at step 1 of 8
     assert h_fast.steps == h_slow.steps == 8 and not h_slow.stopped_early
@@ -135,7 +221,7 @@ def test_a_time_limit_stops_training_and_says_so():
     backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
     data = sslkit.load_dataset("shapes", "train", n=40, seed=0)
     cfg = sslkit.make_config("smoke", batch_size=16, time_budget_s=0.5)
-    model, history = fine_tune(backbone, data, cfg, steps=50, callback=lambda h: time.sleep(0.2))
+    model, history = fine_tune(backbone, data, cfg, steps=50, callbacks=[lambda h: time.sleep(0.2)])
     assert 1 <= history.steps < 50 and history.stopped_early and history.stop_reason == "time limit"
     assert "time limit of 0.5 s reached" in history.message and "raise the limit" in history.message
 

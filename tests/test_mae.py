@@ -1,6 +1,7 @@
 """MAE and the tiny ViT: shapes, the loss on hidden patches only, errors, attention maps against a
 hand-computed softmax, determinism, lightly's patchify/unpatchify as the reference layout, the optimiser's
-parameter groups (weight decay, layer-wise lr decay) and the reconstruction snapshots."""
+parameter groups (weight decay) and the reconstruction snapshots. Fine-tuning (layer-wise lr decay) is
+tested in test_finetune.py."""
 
 import math
 
@@ -17,8 +18,7 @@ import sslkit
 from sslkit.data import to_float
 from sslkit.methods import make_method
 import sslkit.methods.mae as mae_module
-from sslkit.methods.mae import (MAE, FineTuner, ReconstructionSnapshots, accuracy, check_mask_ratio, finetune,
-                               masked_mse, patch_targets, vit_layer_id)
+from sslkit.methods.mae import MAE, ReconstructionSnapshots, check_mask_ratio, masked_mse, patch_targets
 from sslkit.models import TinyViT, make_backbone
 
 SMALL = dict(hidden_dim=32, num_layers=2, num_heads=2)  # fast: the tests check wiring, not quality
@@ -260,20 +260,14 @@ def test_training_lowers_the_reconstruction_loss(images):
     assert mae.reconstruction_loss(images) < 0.9 * before
 
 
-def test_finetune_trains_the_whole_vit_and_reports_test_accuracy():
-    torch.manual_seed(0)
-    backbone, _ = make_backbone("vit_tiny", **SMALL)
-    before = [p.detach().clone() for p in backbone.parameters()]
-    labeled = sslkit.load_dataset("shapes", "train", n=40, seed=0)
-    test = sslkit.load_dataset("shapes", "test", n=30, seed=0)
-    cfg = sslkit.make_config("smoke", num_epochs=1, batch_size=20, time_budget_s=None)
-    acc, history = finetune(backbone, labeled, test, cfg, progress=False)
-    assert 0.0 <= acc <= 1.0 and history.steps == 2
-    assert backbone.pool == "mean"  # MAE's fine-tuning feature
-    assert any(not torch.equal(a, b) for a, b in zip(before, backbone.parameters()))  # not a frozen probe
-    model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.feature_dim, 10))
-    assert accuracy(model, test) == pytest.approx(
-        (model.eval()(to_float(test.images)).argmax(1) == test.labels).float().mean().item())
+def test_the_method_module_does_not_import_the_training_loop():
+    """The methods sit below the loop (data -> models -> methods -> loop): importing MAE loads no sslkit.train."""
+    import subprocess
+    import sys
+
+    code = "import sys, sslkit.methods.mae; print(sorted(m for m in sys.modules if m.startswith('sslkit.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "sslkit.methods.mae" in loaded and "sslkit.train" not in loaded and "sslkit.finetune" not in loaded
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,49 +292,14 @@ def test_weight_decay_only_on_weight_matrices():
     assert optimizer.defaults["betas"] == (0.9, 0.95)
 
 
-def test_vit_layer_ids_follow_the_depth():
-    backbone, _ = make_backbone("vit_tiny", **SMALL)  # 2 blocks
-    ids = {n: vit_layer_id(n, 2) for n, _ in backbone.named_parameters()}
-    assert ids["encoder.vit.conv_proj.weight"] == ids["encoder.vit.class_token"] == 0
-    assert ids["encoder.vit.encoder.layers.encoder_layer_0.mlp.0.weight"] == 1
-    assert ids["encoder.vit.encoder.layers.encoder_layer_1.ln_2.bias"] == 2
-    assert ids["encoder.vit.encoder.ln.weight"] == 3
-
-
-def test_finetuner_slows_the_backbone_layer_by_layer(monkeypatch):
-    torch.manual_seed(0)
-    backbone, _ = make_backbone("vit_tiny", **SMALL)
-    model = FineTuner(backbone, 10, backbone_lr_scale=0.5, layer_decay=0.5)
-    scale = {id(p): g["lr_scale"] for g in model.param_groups() for p in g["params"]}
-    assert len(scale) == sum(p.requires_grad for p in model.parameters())
-    assert scale[id(model.head.weight)] == 1.0
-    assert scale[id(backbone.vit.encoder.ln.weight)] == 0.5  # the top of the backbone
-    assert scale[id(backbone.vit.encoder.layers[1].mlp[0].weight)] == 0.25
-    assert scale[id(backbone.vit.encoder.layers[0].mlp[0].weight)] == 0.125
-    assert scale[id(backbone.vit.conv_proj.weight)] == 0.0625  # the patch embedding moves least
-    # train() applies the scales: after a step, each group's lr is the scheduled lr times its scale
-    cfg = sslkit.make_config("smoke", num_epochs=1, batch_size=8, time_budget_s=None, lr=1e-3,
-                             lr_schedule="constant")
-    data = sslkit.load_dataset("shapes", "train", n=8, seed=0)
-    captured, real = {}, sslkit.train.make_optimizer
-    monkeypatch.setattr(sslkit.train, "make_optimizer", lambda m, c: captured.setdefault("opt", real(m, c)))
-    sslkit.train.train(model, data, cfg, progress=False)
-    assert sorted({round(g["lr"] / 1e-3, 6) for g in captured["opt"].param_groups}) == [0.0625, 0.125, 0.25, 0.5, 1.0]
-    plain = FineTuner(make_backbone("vit_tiny", **SMALL)[0], 10)
-    assert {g["lr_scale"] for g in plain.param_groups()} == {1.0}  # from scratch: one rate
-    with pytest.raises(ValueError, match=r"layer_decay=0 must be in \(0, 1\]"):
-        FineTuner(backbone, 10, layer_decay=0)
-
-
 def test_snapshots_are_taken_at_the_times_asked_with_the_same_masks(images, monkeypatch):
     mae = small_mae()
     snapshots = ReconstructionSnapshots(images[:4], at_s=(0.0, 10.0, 20.0), seed=3)
     snapshots.take(mae, "before")
-    mae.step_callbacks.append(snapshots)
     clock = iter([100.0, 105.0, 131.0, 200.0])  # seconds: first step, then 5 s, 31 s, 100 s after it
     monkeypatch.setattr(mae_module.time, "perf_counter", lambda: next(clock))
     for step in range(1, 5):
-        mae.on_step_end(step, 4)
+        snapshots(mae, step, 4)  # as train's callback does after every step
     assert [s["label"] for s in snapshots.taken] == ["before", "step 1 (0 s)", "step 3 (31 s)"]  # 10 s and 20 s: once
     assert all(torch.equal(s["masked"], snapshots.taken[0]["masked"]) for s in snapshots.taken)
     fig = snapshots.figure()

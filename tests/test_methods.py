@@ -126,7 +126,7 @@ def test_building_a_method_shows_the_learner_no_warning(name):
 
 @pytest.mark.parametrize("name", ["byol", "simsiam"])
 def test_the_predictor_can_learn_faster_than_the_rest(name):
-    from sslkit.train import make_optimizer
+    from sslkit.optim import make_optimizer
 
     backbone, dim = _backbone()
     cfg = sslkit.make_config("smoke", lr=0.01)

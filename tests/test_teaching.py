@@ -59,7 +59,7 @@ def cam_setup():
     from sslkit.cam import prototype_targets
     from sslkit.data import load_dataset, to_float
     from sslkit.models import make_backbone
-    from sslkit.train import Supervised
+    from sslkit.supervised import Supervised
 
     torch.manual_seed(0)
     backbone, dim = make_backbone("resnet_tiny", width=8)

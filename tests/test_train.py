@@ -1,5 +1,6 @@
 """The shared training loop: seeding, schedule, time budget, NaN guard, monitoring, supervised training."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import sslkit
-from sslkit.train import History, Supervised, fit_supervised, flip_and_translate, lr_at, train
+from sslkit.augment import flip_and_translate
+from sslkit.optim import lr_at
+from sslkit.supervised import Supervised, fit_supervised
+from sslkit.train import History, train
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +22,12 @@ def data():
 
 
 def cfg(**kw):
-    values = dict(num_epochs=2, batch_size=32, lr=1e-3, warmup_epochs=0.5, time_budget_s=None, device="cpu", seed=0)
+    values = dict(num_epochs=2, batch_size=32, lr=1e-3, warmup_epochs=0.5, device="cpu", seed=0)
     values.update(kw)
-    return sslkit.make_config("smoke", **values)
+    budget = values.pop("time_budget_s", None)
+    # no time budget unless a test sets one (make_config's None means "the profile's": 20 s at smoke, which a busy
+    # machine could reach and so change the schedule of a run planned in steps)
+    return dataclasses.replace(sslkit.make_config("smoke", **values), time_budget_s=budget)
 
 
 def supervised(seed=0):
@@ -65,7 +72,7 @@ def test_time_budget_stops_cleanly_and_says_so(data, capsys):
     assert h.stopped_early and h.stop_reason == "time budget"
     assert 0 < h.steps < 500 * 3
     assert "time budget" in capsys.readouterr().out and "decayed to 0" in h.message
-    assert h.wall_time_s < 5
+    assert h.wall_time_s >= 0.5  # what stopped it is the budget (a busy machine only makes it later)
     # with a constant lr the budget stops a run at full lr, and the message must not claim a decay
     h = train(supervised(), data, cfg(num_epochs=500, time_budget_s=0.5, lr_schedule="constant"), progress=False)
     assert h.stop_reason == "time budget" and "still at its constant value" in h.message
@@ -90,9 +97,9 @@ class ExplodesAt(nn.Module):
 def test_nan_loss_stops_restores_last_good_weights_and_explains(data):
     method = ExplodesAt(bad_step=3)
     snapshots = []
-    method.on_step_end = lambda step, total: snapshots.append([p.detach().clone() for p in method.parameters()])
     with pytest.warns(RuntimeWarning, match="step 3") as w:
-        h = train(method, data, cfg(num_epochs=5, lr=1e-2), progress=False)
+        h = train(method, data, cfg(num_epochs=5, lr=1e-2), progress=False,
+                  callbacks=[lambda h: snapshots.append([p.detach().clone() for p in method.parameters()])])
     message = str(w[0].message)
     assert "last finite loss was" in message and "lower learning rate" in message and "fp32" in message
     assert h.stopped_early and h.stop_reason == "non-finite loss" and h.steps == 3
@@ -102,12 +109,73 @@ def test_nan_loss_stops_restores_last_good_weights_and_explains(data):
         assert torch.equal(p, q)
 
 
-def test_on_step_end_sees_every_step_and_the_total(data):
+def test_a_callback_sees_every_step_after_the_methods_own_update(data):
     calls = []
-    method = supervised()
-    method.on_step_end = lambda step, total: calls.append((step, total))
-    train(method, data, cfg(), progress=False)
-    assert calls == [(s, 6) for s in range(1, 7)]
+
+    class Counted(Supervised):
+        def on_step_end(self, step, total_steps):  # a method's own update after a step (momentum encoders)
+            calls.append(("method", step, total_steps))
+
+    torch.manual_seed(0)
+    backbone, dim = sslkit.make_backbone("resnet_tiny", width=8)
+    h = train(Counted(backbone, 10, dim), data, cfg(), progress=False,
+              callbacks=[lambda h: calls.append(("callback", h.steps, h.total_steps, len(h.losses), h.lrs[-1]))])
+    assert h.total_steps == 6 and h.steps == 6
+    assert calls[0::2] == [("method", s, 6) for s in range(1, 7)]
+    assert calls[1::2] == [("callback", s, 6, s, h.lrs[s - 1]) for s in range(1, 7)]
+
+
+class Recorder:
+    """A callback object: the three moments train calls, and the epochs it sees."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_train_start(self, history):
+        self.events.append(("start", history.steps))
+
+    def __call__(self, history):
+        self.events.append(("step", history.steps, history.epochs))
+
+    def on_train_end(self, history):
+        self.events.append(("end", history.steps, history.stop_reason))
+
+
+def test_a_callback_object_is_told_of_the_start_every_step_and_the_end(data):
+    rec = Recorder()
+    train(supervised(), data, cfg(), progress=False, callbacks=[rec])
+    assert rec.events == [("start", 0)] + [("step", s, s / 3) for s in range(1, 7)] + [("end", 6, None)]
+
+
+def test_keyboard_interrupt_in_a_callback_stops_the_run_cleanly(data, tmp_path):
+    rec = Recorder()
+    h = train(supervised(), data, cfg(), progress=False, run_dir=tmp_path, callbacks=[_stop_at(2), rec])
+    assert h.steps == 2 == len(h.losses) and h.stop_reason == "interrupted" and h.stopped_early
+    assert "to resume" in h.message and Path(h.checkpoint).exists()
+    assert rec.events == [("start", 0), ("step", 1, 1 / 3), ("end", 2, "interrupted")]  # later callbacks skipped
+
+
+def test_train_is_a_loop_a_learner_can_read_and_methods_do_not_import_it():
+    """Issue 20: train() alone stays within 120 lines; the methods never import the loop."""
+    import ast
+    import inspect
+
+    import sslkit.methods
+
+    lines, _ = inspect.getsourcelines(train)
+    assert len(lines) <= 120, f"train() has {len(lines)} lines; move what is not the loop into a helper module"
+    folder = Path(sslkit.methods.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{'.' * node.level}{node.module or ''}"]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert name not in ("..train", "sslkit.train") and not name.startswith(("..train.", "sslkit.train.")), \
+                    f"{path.name} imports the training loop ({name})"
 
 
 def test_monitor_records_knn_before_each_epoch_and_at_the_end(data):
@@ -204,7 +272,7 @@ def test_interrupted_run_resumes_to_the_same_result(small, uninterrupted, tmp_pa
         first = train(method, small, ssl_cfg(), progress=False, run_dir=tmp_path)
         assert first.steps == 5
     else:
-        first = train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path, callback=_stop_at(stop))
+        first = train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path, callbacks=[_stop_at(stop)])
         assert first.steps == stop
     assert first.stopped_early and first.stop_reason == "interrupted" and "to resume" in first.message
     assert first.checkpoint and Path(first.checkpoint).exists()
@@ -247,7 +315,7 @@ def test_sigterm_saves_and_stops_cleanly(small, tmp_path):
     def callback(history):
         if history.steps == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # a job scheduler's notice
-    h = train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path, callback=callback)
+    h = train(simclr(), small, ssl_cfg(), progress=False, run_dir=tmp_path, callbacks=[callback])
     assert h.stop_reason == "SIGTERM" and h.steps == 2 and h.checkpoint.endswith("epoch-0001.pt")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 
@@ -310,32 +378,11 @@ def test_compile_falls_back_to_eager_with_a_warning(small, monkeypatch):
     assert h.losses == reference.losses  # the failed first attempt did not use up random numbers
 
 
-def test_a_methods_own_settings_win_over_the_shared_ones():
-    """Notebook 03 trains DINO in smaller batches than the other methods (``dino_batch_size``)."""
-    from sslkit.train import method_config
-
-    cfg = sslkit.make_config("smoke", dino_batch_size=64, dino_lr=1e-3, simsiam_lr=0.2, optimizer="sgd")
-    dino = method_config("dino", cfg)
-    assert (dino.batch_size, dino.lr, dino.weight_decay) == (64, 1e-3, cfg.weight_decay)
-    assert method_config("simclr", cfg) is cfg
-    simsiam = method_config("simsiam", cfg)  # an optimizer named: SimSiam's recipe is off, its own lr still counts
-    assert (simsiam.lr, simsiam.batch_size, simsiam.extra["optimizer"]) == (0.2, cfg.batch_size, "sgd")
-    # naming a method's own optimizer turns its recipe off too: notebook 03's BYOL is SGD, SimSiam's lr is cfg's
-    cfg = sslkit.make_config("smoke", byol_optimizer="sgd", simsiam_optimizer="adamw")
-    assert method_config("byol", cfg).extra["optimizer"] == "sgd" and "optimizer" not in cfg.extra
-    simsiam = method_config("simsiam", cfg)
-    assert (simsiam.extra["optimizer"], simsiam.lr, simsiam.weight_decay) == ("adamw", cfg.lr, cfg.weight_decay)
-
-
-def test_a_methods_own_lr_schedule_reaches_its_training_only(small):
-    """Notebook 03 gives BYOL, SimSiam and DINO a constant lr after the warm-up (``<method>_lr_schedule``); Barlow
-    Twins and VICReg keep the cosine decay."""
-    from sslkit.train import method_config
-
-    shared = ssl_cfg(simclr_lr_schedule="constant")
-    own = method_config("simclr", shared)
-    assert own.extra["lr_schedule"] == "constant" and "lr_schedule" not in shared.extra
-    assert method_config("byol", shared) is shared
+def test_a_constant_lr_schedule_keeps_the_peak_after_the_warm_up(small):
+    """The recipes of BYOL, SimSiam and DINO keep a constant lr after the warm-up (``lr_schedule``); Barlow Twins
+    and VICReg keep the cosine decay."""
+    shared = ssl_cfg()
+    own = ssl_cfg(lr_schedule="constant")
     flat = train(simclr(), small, own, progress=False).lrs
     decayed = train(simclr(), small, shared, progress=False).lrs
     assert flat[:4] == decayed[:4]  # the same warm-up (one epoch: 4 steps)

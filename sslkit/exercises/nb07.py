@@ -15,7 +15,7 @@ from . import Exercise, Hint, Mistake, register
 
 
 def label_subset_reference(labels, n, seed, num_classes):
-    """The kit's draw (``ImageData.per_class``, what ``sslkit.finetune.labels_per_class`` uses): the indices into
+    """The kit's draw (``ImageData.per_class``, what ``sslkit.labels.labels_per_class`` uses): the indices into
     ``labels`` (N,) of ``n`` images of each of the ``num_classes`` classes, sorted; ValueError when a class has
     fewer than ``n``."""
     from sslkit.data import ImageData

@@ -55,7 +55,7 @@ def target_momentum_schedule(value) -> tuple[float, float]:
 
 
 def predictor_param_groups(method, lr_scale: float) -> list[dict]:
-    """Parameter groups (``sslkit.train.make_optimizer``) giving a method's ``prediction_head`` (BYOL, SimSiam)
+    """Parameter groups (``sslkit.optim.make_optimizer``) giving a method's ``prediction_head`` (BYOL, SimSiam)
     ``lr_scale`` times the learning rate of the rest. A faster predictor stays near its optimum for the current
     encoder, which is what keeps these methods from collapsing and speeds up their learning (Tian et al. 2021,
     "Understanding self-supervised learning dynamics without contrastive pairs"; SimSiam's paper already found a

@@ -5,7 +5,8 @@ the projection that a momentum *target* network gives for the other view. The pr
 slowly moving target are what keep the representations from collapsing to a constant.
 
 Shapes: views x0, x1 (B, 3, S, S) -> online predictions p0, p1 (B, out_dim), target projections
-z0, z1 (B, out_dim) -> loss = negative cosine similarity, symmetrised (between -2 and 0 here, -1 per side).
+z0, z1 (B, out_dim) -> loss = negative cosine similarity of p to the other view's z, averaged over the two
+directions as lightly's example and SimSiam do (between -1 and 1; -1 is perfect agreement).
 
 >>> import torch, sslkit
 >>> backbone, dim = sslkit.make_backbone("resnet_tiny")
@@ -63,7 +64,7 @@ class BYOL(nn.Module):
     def loss(self, x0, x1):
         p0, p1 = self(x0), self(x1)
         z0, z1 = self.forward_momentum(x0), self.forward_momentum(x1)
-        return self.criterion(p0, z1) + self.criterion(p1, z0)
+        return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
 
     def on_step_end(self, step, total_steps):
         m = cosine_schedule(step, total_steps, *self.target_momentum)  # rises from start to end

@@ -15,13 +15,14 @@ inside ``TinyViT``), ``MAEDecoder``, ``random_token_mask``, ``patchify``, ``get_
 ``set_at_index``; the shape follows lightly's ``examples/pytorch/mae.py``.
 
 Unlike the joint-embedding methods, MAE's features are weak under a linear probe and strong after
-fine-tuning (lightly's ImageNet table: ViT-B/16 linear 46.0, fine-tuned 81.3); ``finetune`` trains
-the whole ViT with a linear head on a few labels, from MAE's weights or from scratch.
+fine-tuning (lightly's ImageNet table: ViT-B/16 linear 46.0, fine-tuned 81.3):
+``sslkit.finetune.FineTune(backbone, num_classes, layer_decay=0.75)`` trains the whole ViT with a
+linear head on a few labels, the pre-trained blocks slowed layer by layer.
 
-The paper's optimiser settings are parts that ``sslkit.train.train`` picks up: ``MAE.param_groups``
-puts weight decay on the weight matrices only (``decays``), ``FineTuner.param_groups`` adds layer-wise
-learning-rate decay for the pre-trained blocks, and ``ReconstructionSnapshots`` (in
-``mae.step_callbacks``) keeps pictures of the reconstructions at several points of a run.
+The paper's optimiser settings are parts that the training loop picks up: ``MAE.param_groups``
+puts weight decay on the weight matrices only (``decays``, ``decay_groups``; fine-tuning uses the
+same), and ``ReconstructionSnapshots`` (a callback of the loop) keeps pictures of the
+reconstructions at several points of a run.
 
 >>> import sslkit
 >>> backbone, dim = sslkit.make_backbone("vit_tiny", hidden_dim=48, num_layers=1, num_heads=2)
@@ -38,7 +39,6 @@ torch.Size([])
 
 from __future__ import annotations
 
-import re
 import time
 
 import torch
@@ -47,11 +47,8 @@ from lightly.models.modules.masked_autoencoder import MAEDecoder
 from torch import nn
 
 from ..augment import AugmentParams, augment
-from ..config import Config
 from ..data import ImageData, to_float, to_uint8
 from ..models import TinyViT
-from ..finetune import FineTune
-from ..train import History, train
 
 
 def check_mask_ratio(mask_ratio: float, num_patches: int) -> int:
@@ -115,21 +112,6 @@ def decays(name: str, param: torch.Tensor) -> bool:
     return param.ndim >= 2 and not name.endswith(NO_DECAY_NAMES)
 
 
-def vit_layer_id(name: str, num_layers: int) -> int:
-    """Depth of a parameter of a ``TinyViT`` (names relative to it): 0 for the patch embedding and the
-    tokens, i + 1 for block i, ``num_layers + 1`` for the final LayerNorm (and anything after it).
-
-    >>> vit_layer_id("encoder.vit.conv_proj.weight", 4), vit_layer_id("encoder.vit.encoder.layers.encoder_layer_2.ln_1.bias", 4)
-    (0, 3)
-    """
-    match = re.search(r"encoder_layer_(\d+)\.", name)
-    if match:
-        return int(match.group(1)) + 1
-    if name.endswith(NO_DECAY_NAMES) or ".conv_proj." in name:
-        return 0
-    return num_layers + 1
-
-
 def decay_groups(params, lr_scale: float = 1.0) -> list[dict]:
     """Two torch parameter groups: with and without weight decay (``decays``).
 
@@ -185,12 +167,6 @@ class MAE(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
         self.view_params = None if crop_scale is None else AugmentParams(
             image_size=backbone.image_size, crop_scale=tuple(crop_scale), color_jitter_prob=0.0, grayscale_prob=0.0)
-        self.step_callbacks = []  # called as f(mae, step, total_steps) after every step (ReconstructionSnapshots)
-
-    def on_step_end(self, step: int, total_steps: int):
-        """``train`` calls this after every optimizer step; it runs ``self.step_callbacks``."""
-        for callback in self.step_callbacks:
-            callback(self, step, total_steps)
 
     def param_groups(self) -> list[dict]:
         """AdamW groups for ``train``: weight decay on the weight matrices only (see ``decay_groups``)."""
@@ -284,8 +260,9 @@ class MAE(nn.Module):
 class ReconstructionSnapshots:
     """MAE's reconstructions of the same images and masks at several points of one training run.
 
-    Append it to ``mae.step_callbacks``; after each optimizer step it checks the training time,
-    and at each of ``at_s`` seconds it stores ``mae.reconstruct(images, seed)``. ``take`` stores
+    A callback of the loop: ``train(mae, data, cfg, callbacks=[lambda h: snapshots(mae, h.steps,
+    h.total_steps)])``. After each optimizer step it checks the training time, and at each of
+    ``at_s`` seconds it stores ``mae.reconstruct(images, seed)``. ``take`` stores
     one now (before training, after it); ``figure`` draws the grid: the originals, the masked
     inputs, then one row of reconstructions per snapshot, each labelled with its step, time and
     loss.
@@ -300,8 +277,7 @@ class ReconstructionSnapshots:
     >>> mae = MAE(backbone, dim, decoder_dim=32, decoder_depth=1, decoder_heads=2)
     >>> snapshots = ReconstructionSnapshots(sslkit.load_dataset("shapes", "test", n=4).images, at_s=(0.0,))
     >>> snapshots.take(mae, "before training")
-    >>> mae.step_callbacks.append(snapshots)
-    >>> mae.on_step_end(1, 10)   # train() calls this after step 1: at 0 s, a snapshot
+    >>> snapshots(mae, 1, 10)   # the loop calls this after step 1: at 0 s, a snapshot
     >>> [s["label"] for s in snapshots.taken]
     ['before training', 'step 1 (0 s)']
     """
@@ -330,100 +306,10 @@ class ReconstructionSnapshots:
         from ..viz import show_images
 
         if not self.taken:
-            raise ValueError("no snapshots taken yet: call take(mae, label) or train with this in mae.step_callbacks")
+            raise ValueError("no snapshots taken yet: call take(mae, label) or train with this as a callback")
         n = len(self.images)
         rows = [self.images, self.taken[0]["masked"]] + [s["reconstruction"] for s in self.taken]
         titles = ["original"] * n + ["masked input"] * n
         for s in self.taken:
             titles += [f"{s['label']}\nloss {s['loss']:.3f}"] + [""] * (n - 1)
         return show_images(torch.cat(rows), titles, ncols=n, size=size)
-
-
-# ----------------------------------------------------------------------------------------------
-# fine-tuning: the whole ViT and a linear head on a few labels
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: ImageData, batch_size: int = 512) -> float:
-    """Top-1 accuracy of a classifier (normalised images -> logits) on labeled ``data``."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = 0
-    try:
-        for start in range(0, len(data), batch_size):
-            x = to_float(data.images[start:start + batch_size].to(device))
-            correct += (model(x).argmax(1).cpu() == data.labels[start:start + batch_size]).sum().item()
-    finally:
-        model.train(was_training)
-    return correct / len(data)
-
-
-class FineTuner(FineTune):
-    """``sslkit.finetune.FineTune`` (a linear head, the backbone at ``backbone_lr_scale`` of its lr) with
-    MAE's fine-tuning groups.
-
-    Pre-trained weights are worth keeping, so they move more slowly than the new head:
-    every backbone parameter's learning rate is multiplied by ``backbone_lr_scale``, and by
-    ``layer_decay ** (depth from the top)`` on top of that (layer-wise lr decay, Clark et al. 2020;
-    MAE fine-tunes ViT-B with 0.75): the layers nearest the input, whose general features transfer
-    best, move least, the head at the full rate. Biases, LayerNorms and tokens get no weight decay (``decays``).
-    With ``backbone_lr_scale=1`` and ``layer_decay=1`` this is plain supervised training, the
-    recipe for a network trained from scratch.
-
-    >>> import sslkit
-    >>> backbone, dim = sslkit.make_backbone("vit_tiny", hidden_dim=32, num_layers=2, num_heads=2)
-    >>> model = FineTuner(backbone, 10, backbone_lr_scale=0.5, layer_decay=0.5)
-    >>> sorted({g["lr_scale"] for g in model.param_groups()})   # embedding, block 0, block 1, final norm, head
-    [0.0625, 0.125, 0.25, 0.5, 1.0]
-    """
-
-    def __init__(self, backbone: nn.Module, num_classes: int, backbone_lr_scale: float = 1.0,
-                 layer_decay: float = 1.0, **kwargs):
-        if not 0 < backbone_lr_scale <= 1 or not 0 < layer_decay <= 1:
-            raise ValueError(f"backbone_lr_scale={backbone_lr_scale} and layer_decay={layer_decay} must be in (0, 1] "
-                             f"(1: the backbone learns at the head's rate; MAE uses layer_decay 0.75)")
-        super().__init__(backbone, num_classes, backbone_lr_scale=backbone_lr_scale, **kwargs)
-        self.layer_decay = layer_decay
-
-    def param_groups(self) -> list[dict]:
-        """Torch parameter groups, each with its ``lr_scale`` (read by ``sslkit.train.make_optimizer``)."""
-        groups = decay_groups(self.head)  # the new head: the full learning rate
-        if isinstance(self.backbone, TinyViT):
-            top = len(self.backbone.vit.encoder.layers) + 1  # the final LayerNorm's depth
-            by_depth: dict[int, list] = {}
-            for name, p in self.backbone.named_parameters():
-                by_depth.setdefault(vit_layer_id(name, top - 1), []).append((name, p))
-            for depth, named in sorted(by_depth.items()):
-                groups += decay_groups(named, self.backbone_lr_scale * self.layer_decay ** (top - depth))
-        else:
-            groups += decay_groups(self.backbone, self.backbone_lr_scale)
-        return groups
-
-
-def finetune(backbone: nn.Module, labeled: ImageData, test: ImageData, cfg: Config, pool: str | None = "mean",
-             backbone_lr_scale: float = 1.0, layer_decay: float = 1.0, **kwargs) -> tuple[float, History]:
-    """Train the whole ``backbone`` (in place) and a new linear head on ``labeled``; test accuracy.
-
-    The same loop for MAE's weights and for a fresh ``make_backbone("vit_tiny")`` (from scratch),
-    so the difference between the two is what pre-training bought: a ``FineTuner`` (cross-entropy,
-    flips and small translations) run by ``sslkit.train.train`` with ``cfg``'s epochs, lr, weight
-    decay and time budget.
-
-    Args:
-        backbone, labeled, test, cfg: the network, the labeled training images, the test images
-            and the training settings.
-        pool: sets a ``TinyViT``'s feature to "mean" (the mean patch token, as MAE fine-tunes: the
-            class token gets almost no training signal from MAE) or "cls"; None leaves it as it is.
-        backbone_lr_scale, layer_decay: slow down the pre-trained backbone (see ``FineTuner``);
-            leave both at 1 for a network trained from scratch.
-        kwargs: go to ``train`` (``progress``, ``live_plot``, ``monitor``).
-    Returns ``(accuracy on test, History)``.
-    """
-    if pool is not None and isinstance(backbone, TinyViT):
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"unknown pool {pool!r}; choose 'cls', 'mean' or None (keep the backbone's)")
-        backbone.pool = pool
-    model = FineTuner(backbone, labeled.num_classes, backbone_lr_scale, layer_decay)
-    history = train(model, labeled, cfg, **kwargs)
-    return accuracy(model, test), history

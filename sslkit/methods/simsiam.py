@@ -10,9 +10,8 @@ Shapes: views x0, x1 (B, 3, S, S) -> projections z0, z1 (B, out_dim) -> predicti
 
 Sizes and optimiser: the heads default to lightly's CIFAR-10 benchmark (projection 512 -> 128, predictor
 bottleneck 64), trained there with SGD (lr 0.06 at batch 128, momentum 0.9, weight decay 5e-4), as the
-paper does. On notebook 03's small network and budget with notebook 02's views (full colour jitter), wider heads
-(512-d outputs, 128-d bottleneck) or AdamW let the predictions collapse *with* the stop-gradient too; with half the
-jitter (notebook 03's views) AdamW no longer did (measured in ``sslkit.config``'s notes).
+paper does. SimSiam is the most fragile of the methods: small heads and SGD are the setting in which its
+stop-gradient alone keeps the predictions from collapsing (the runs behind this choice: docs/tuning_history.md).
 
 >>> import torch, sslkit
 >>> backbone, dim = sslkit.make_backbone("resnet_tiny")
@@ -31,9 +30,6 @@ from ..augment import AugmentParams, two_views
 
 
 class SimSiam(nn.Module):
-    # the optimiser sslkit.train.method_config trains SimSiam with (lightly's CIFAR-10 benchmark), unless one is named
-    recipe = dict(optimizer="sgd", lr=0.06, weight_decay=5e-4)
-
     def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int = 512, pred_dim: int = 64,
                  out_dim: int = 128, stop_gradient: bool = True, augment: AugmentParams | None = None,
                  predictor_lr_scale: float = 1.0):

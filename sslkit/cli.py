@@ -1,0 +1,200 @@
+"""``python -m sslkit.train METHOD``: train a recipe from the shell, exactly as the notebooks train it.
+
+``main`` is the command line: the recipe named like the method (``sslkit.recipes``) unless ``--recipe`` names
+another, built by ``sslkit.recipes.build`` as the notebooks build it, the profile's data, a kNN evaluation next to
+the raw-pixel baseline, and a results file that records the recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .config import Config
+from .recipes import RECIPE_VIEW_KNOBS, init_parameters, build
+
+EXAMPLES = """examples:
+  python -m sslkit.train simclr --profile smoke
+  python -m sslkit.train simclr --dataset data/my_images --time-budget 120    # notebook 02's recipe on your folder
+  python -m sslkit.train byol --recipe simsiam                                # another recipe's values for BYOL
+  python -m sslkit.train byol --epochs 20 --set precision=bf16 --set width=16 --run-dir runs/byol
+  torchrun --nproc_per_node=2 -m sslkit.train simclr --profile smoke --device cpu        # 2 CPU processes (gloo)
+  torchrun --nproc_per_node=8 -m sslkit.train simclr --profile full --set lr_scaling=sqrt  # 8 GPUs (NCCL)
+
+Each method trains the recipe of the notebook that teaches it (sslkit/recipes.py says every value and why);
+flags and --set change single values. Re-running a command with the same --run-dir resumes the run where it stopped
+(Ctrl-C or SIGTERM save first). --set KEY=VALUE sets any Config field or knob: a method's (temperature=0.2,
+queue_size=4096, target_momentum=0.9: where a momentum network's schedule starts), the backbone's (width=8), the
+views' (min_crop=0.5, grayscale=0.5, jitter=0.5, view_size=24, or any AugmentParams field such as
+crop_scale=(0.5,1.0)), training's (precision, channels_last, compile, accumulate, lr_scaling, base_batch_size,
+optimizer, betas, momentum: SGD's, lr_schedule, keep_last)."""
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``["temperature=0.2", "name=x"]`` -> ``{"temperature": 0.2, "name": "x"}`` (Python literals where they parse).
+
+    >>> parse_settings(["temperature=0.2", "crop_scale=(0.5, 1.0)", "optimizer=sgd", "compile=True"])
+    {'temperature': 0.2, 'crop_scale': (0.5, 1.0), 'optimizer': 'sgd', 'compile': True}
+    """
+    import ast
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. --set temperature=0.2")
+        try:
+            out[key.strip().lower()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip().lower()] = value.strip()  # a plain string: optimizer=sgd
+    return out
+
+
+def known_settings(method_name: str, backbone: str) -> set[str]:
+    """Every ``--set`` name that a run of ``method_name`` on ``backbone`` understands."""
+    from .augment import AugmentParams
+    from .methods import method_class
+    from .models import BACKBONES
+    from .resume import RUN_KNOBS
+    from .speed import SPEED_KNOBS
+
+    return ({f.name for f in dataclasses.fields(Config)} | set(SPEED_KNOBS) | set(RUN_KNOBS)
+            | {"optimizer", "betas", "momentum", "lr_schedule", "view_size", *RECIPE_VIEW_KNOBS}
+            | {f.name for f in dataclasses.fields(AugmentParams)}
+            | init_parameters(method_class(method_name).__init__) | init_parameters(BACKBONES[backbone][0]))
+
+
+def _parser():
+    import argparse
+
+    from .config import PROFILES
+    from .methods import METHODS
+    from .models import BACKBONES
+    from .recipes import RECIPES
+
+    parser = argparse.ArgumentParser(prog="python -m sslkit.train", epilog=EXAMPLES,
+                                     description="Train a self-supervised method as the notebooks do; runs "
+                                                 "unchanged under torchrun.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("method", help="one of: " + ", ".join(METHODS))
+    parser.add_argument("--profile", default="lesson", help=f"one of: {', '.join(PROFILES)} (default lesson)")
+    parser.add_argument("--recipe", help=f"the values to train with, one of: {', '.join(sorted(RECIPES))} "
+                                         f"(default: the method's own, as its notebook trains it)")
+    parser.add_argument("--dataset", help="shapes, cifar10, stl10, imagenette, an image folder or a prepared "
+                                          "folder (default: the profile's)")
+    parser.add_argument("--backbone", help=f"one of: {', '.join(BACKBONES)} (default: the recipe's)")
+    parser.add_argument("--epochs", type=int, help="passes over the unlabeled split (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, help="images per step and process; the global batch is this "
+                                                       "times the number of processes")
+    parser.add_argument("--lr", type=float, help="peak learning rate (see --set lr_scaling=linear|sqrt)")
+    parser.add_argument("--time-budget", type=float, help="stop training cleanly after this many seconds")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun: each process its GPU)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other setting; repeatable")
+    parser.add_argument("--run-dir", help="checkpoints every epoch; if it holds some, resume from the newest")
+    parser.add_argument("--max-steps", type=int, help="stop (and save) after this many steps in all")
+    parser.add_argument("--results", help="the results JSON (default results/train_METHOD.PROFILE.json)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def configure(args, parser) -> Config:
+    """The run's ``Config`` from the parsed command line: the recipe, then the flags and ``--set`` values."""
+    import difflib
+
+    from .config import make_config
+    from .methods import METHODS
+    from .recipes import RECIPES, recipes_for
+
+    if args.method not in METHODS:
+        parser.error(f"unknown method {args.method!r}; choose one of: {', '.join(METHODS)}")
+    name = args.recipe or (recipes_for(args.method) or [None])[0]
+    if args.recipe and args.recipe not in RECIPES:
+        close = difflib.get_close_matches(args.recipe, RECIPES, n=1)
+        parser.error(f"unknown recipe {args.recipe!r}{f' (did you mean {close[0]}?)' if close else ''}; choose one "
+                     f"of: {', '.join(sorted(RECIPES))}")
+    settings = parse_settings(args.set)
+    cfg = make_config(args.profile, recipe=name, dataset=args.dataset, backbone=args.backbone,
+                      num_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, time_budget_s=args.time_budget,
+                      device=args.device, seed=args.seed, **settings)
+    known = known_settings(args.method, cfg.backbone)
+    for key in sorted(set(settings) - known):
+        close = difflib.get_close_matches(key, known, n=3)
+        raise ValueError(f"unknown setting {key!r} for {args.method} on {cfg.backbone}"
+                         f"{f' (did you mean {close[0]}?)' if close else ''}; it understands Config fields, "
+                         f"{args.method}'s and {cfg.backbone}'s arguments, the views' knobs and the "
+                         f"training knobs (see --help)")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sslkit.train METHOD [options]``: train, evaluate (kNN on the test split), write results.
+
+    Returns the exit status: 0 when the run finished (or had finished before), 1 when its loss became NaN or
+    infinite, 2 for a bad command line, 130 or 143 when Ctrl-C or SIGTERM stopped it (the checkpoint is saved; the
+    same command resumes it).
+    """
+    from .data import load_split
+    from .distributed import init_distributed
+    from .results import Results, check_writable, default_results_path
+    from .optim import make_optimizer
+    from .speed import peak_lr, speed_options
+    from .train import train
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = configure(args, parser)
+        speed_options(cfg)
+        info = init_distributed(cfg.device)  # under torchrun: join the others; "cuda" where there is none: an error
+    except (ValueError, RuntimeError) as e:
+        parser.error(str(e))
+    say = print if info.is_main else (lambda *a, **k: None)  # only rank 0 talks
+    try:  # before anything is written: a bad knob's value stops here, and the method says which
+        method = build(args.method, cfg, distributed=info.distributed)
+        make_optimizer(method, cfg)  # an unknown optimizer or lr_schedule too
+        if hasattr(method, "check_batch_size"):  # e.g. MoCo's queue takes whole batches
+            method.check_batch_size(cfg.batch_size)
+    except ValueError as e:
+        parser.error(str(e))
+    results_path = args.results or default_results_path(f"train_{args.method}", cfg.profile)
+    try:  # the data and the results folder before the results file: a missing dataset, an unfinished preparation
+        unlabeled = load_split(cfg, "unlabeled")  # or a folder that cannot be written stops here, having written nothing
+        if info.is_main:
+            check_writable(results_path)
+    except (OSError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
+        parser.error(str(e).replace("RESULTS_PATH=", "--results ").replace("set RESULTS_PATH to", "give --results"))
+    results = Results(f"train_{args.method}", cfg, results_path) if info.is_main else None
+    say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}, recipe {cfg.recipe}: "
+        f"{info.world_size} process(es) on {info.device}, batch {cfg.batch_size} per process "
+        f"({cfg.batch_size * info.world_size} in all), {cfg.extra.get('optimizer', 'adamw')} lr "
+        f"{peak_lr(cfg, info.world_size):g}")
+    history = train(method, unlabeled, cfg, progress=not args.quiet, run_dir=args.run_dir, max_steps=args.max_steps,
+                    dist_info=info)
+    if info.distributed:
+        import torch.distributed as dist
+        dist.barrier()  # leave together: a process exiting while gloo still talks to another aborts that one
+        dist.destroy_process_group()
+    if not info.is_main:
+        return 0 if history.stop_reason not in ("interrupted", "SIGTERM", "non-finite loss") else 1
+    results.update({"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s,
+                    "images_per_s": history.images_per_s, "world_size": info.world_size,
+                    "global_batch_size": cfg.batch_size * info.world_size, "lr": peak_lr(cfg, info.world_size),
+                    "resumed_from_step": history.resumed_from_step})
+    if history.losses:
+        results.record("final_loss", history.final_loss)
+    if history.stop_reason in ("interrupted", "SIGTERM"):
+        say(f"stopped: {history.message}")
+        return 130 if history.stop_reason == "interrupted" else 143
+    if history.stop_reason == "non-finite loss":  # marked in the results file, and a failed exit for scripts
+        results.record("diverged", 1)
+        say(f"failed: {history.message}")
+        return 1
+    from .evaluate import extract_features, knn_accuracy, raw_pixels
+    bank, test = load_split(cfg, "train"), load_split(cfg, "test")
+    knn = knn_accuracy(extract_features(method.backbone, bank), bank.labels, extract_features(method.backbone, test),
+                       test.labels)
+    knn_pixels = knn_accuracy(raw_pixels(bank), bank.labels, raw_pixels(test), test.labels)
+    results.update({"knn": knn, "knn_raw_pixels": knn_pixels})
+    say(f"{history.steps} steps ({history.epochs:.2f} epochs) in {history.wall_time_s:.1f} s, "
+        f"{history.images_per_s:.0f} images/s; kNN accuracy on the test split {knn:.3f} (raw pixels: "
+        f"{knn_pixels:.3f}); results in {results.path}")
+    return 0
