@@ -124,3 +124,17 @@ def test_the_command_line_trains_what_notebook_02_trains(smoke_runs, tmp_path):
     shell = json.loads(out.read_text())["metrics"]
     assert shell["steps"] == metrics["steps_simclr"] >= 1
     assert shell["final_loss"] == pytest.approx(metrics["loss_simclr"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("notebook", sorted({r["notebook"] for r in RECIPES.values()}))
+def test_the_notebooks_that_teach_a_recipe_train_it(notebook, smoke_runs):
+    """Each such notebook's run records the recipe(s) it trained, and their values reached its config."""
+    _, results = smoke_runs.run(ROOT / "notebooks" / f"{notebook}.ipynb")
+    config = json.loads(results.read_text())["config"]
+    trained = config.get("recipes") or {config["recipe"]: config}
+    assert trained and all(RECIPES[name]["notebook"] == notebook for name in trained), trained
+    for name, cfg in trained.items():
+        values = recipe(name, "smoke")
+        for key, value in values.items():
+            got = cfg[key] if key in cfg else cfg["extra"].get(key)
+            assert got == (list(value) if isinstance(value, tuple) else value), (name, key)
