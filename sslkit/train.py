@@ -46,7 +46,7 @@ from .callbacks import KnnMonitor, LivePlot, ProgressBar, call_all
 from .config import Config, resolve_device
 from .data import ImageData
 from .distributed import DistInfo, shard
-from .optim import make_optimizer, scheduled_lr, seed_everything
+from .optim import make_optimizer, scheduled_lr, seed_everything, set_lr
 from .resume import RunDir, StopSignals
 from .speed import (Step, batches_per_epoch, data_on_device, is_out_of_memory, mean_over_processes, out_of_memory_error,
                     peak_lr, set_memory_format, speed_options)
@@ -236,8 +236,7 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
                     break
                 p = max(history.steps / history.total_steps, clock.elapsed / budget if budget else 0.0)
                 lr = scheduled_lr(p, lr_peak, warmup, schedule)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)  # a group may scale it (a fine-tuned backbone)
+                set_lr(optimizer, lr)  # times a group's lr_scale where it has one (a fine-tuned backbone)
                 idx = order[i * batch_size:(i + 1) * batch_size].to(images_all.device)
                 images = images_all[idx].to(info.device, non_blocking=True)  # (B, 3, H, W) uint8
                 labels = labels_all[idx].to(info.device, non_blocking=True)  # (B,), -1 where unknown
