@@ -180,8 +180,8 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# trained models shared between notebooks: notebook 02 saves its SimCLR backbone, notebooks 06
-# and 07 load it when present instead of training again
+# trained models shared between notebooks: notebook 02 saves its SimCLR backbone, notebooks 06,
+# 07 and 09 load it when present instead of training again (load_or_train)
 
 
 def model_path(name: str, profile: str, folder: str | Path = "checkpoints") -> Path:
@@ -229,3 +229,47 @@ def load_model(name: str, model, cfg, folder: str | Path = "checkpoints") -> dic
     _check_compatible(model, state["model"], path, state.get("config", {}))
     model.load_state_dict(state["model"])
     return state
+
+
+def load_or_train(name: str, model, cfg, train_fn, use_checkpoint: bool = True, *, what: str | None = None,
+                  folder: str | Path = "checkpoints"):
+    """``model`` with the weights ``save_model`` saved under ``name`` when they are there and fit, else ``train_fn()``.
+
+    The later notebooks start from an earlier one's model (notebook 02's SimCLR backbone, 04's ViT) and train their
+    own only without it. This says which happened: where the weights came from and the metrics saved with them, or
+    why they cannot be used (no file for ``cfg.profile``, another architecture, a corrupt file, ``use_checkpoint``
+    False), and then calls ``train_fn()`` (no arguments; it returns the trained model, and reports its own run).
+    A file that does not fit leaves ``model`` as it was. ``what`` names the model in the messages (default: ``name``).
+
+    Returns ``(model, state)``: the loaded ``model`` and ``save_model``'s state (``config``, ``metrics``), or what
+    ``train_fn()`` returned and None.
+
+    >>> import tempfile, torch, sslkit
+    >>> folder, cfg = tempfile.mkdtemp(), sslkit.make_config("smoke")
+    >>> def train_fn():
+    ...     print("  (training here)")
+    ...     return torch.nn.Linear(2, 2)
+    >>> net, state = load_or_train("demo", torch.nn.Linear(2, 2), cfg, train_fn, folder=folder)  # doctest: +ELLIPSIS
+    demo: no checkpoint .../demo.smoke.pt for the smoke profile; training it here instead
+      (training here)
+    >>> _ = save_model("demo", net, cfg, {"knn": 0.51234}, folder=folder)
+    >>> net, state = load_or_train("demo", torch.nn.Linear(2, 2), cfg, train_fn, folder=folder)  # doctest: +ELLIPSIS
+    demo: loaded .../demo.smoke.pt (its metrics there: {'knn': 0.512})
+    >>> state["metrics"]
+    {'knn': 0.51234}
+    """
+    what = what or name
+    path = model_path(name, cfg.profile, folder)
+    state, why = None, "not loading checkpoints (use_checkpoint is off);"
+    if use_checkpoint:
+        try:
+            state = load_model(name, model, cfg, folder)  # None when there is no file
+            why = f"no checkpoint {path} for the {cfg.profile} profile;"
+        except CheckpointError as e:  # another architecture (e.g. another WIDTH), or a corrupt file
+            why = f"cannot use the checkpoint: {e}\n->"
+    if state is not None:
+        metrics = {k: round(v, 3) if isinstance(v, float) else v for k, v in state.get("metrics", {}).items()}
+        print(f"{what}: loaded {path}" + (f" (its metrics there: {metrics})" if metrics else ""))
+        return model, state
+    print(f"{what}: {why} training it here instead")
+    return train_fn(), None

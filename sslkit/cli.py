@@ -14,14 +14,16 @@ from .recipes import RECIPE_VIEW_KNOBS, init_parameters, build
 
 EXAMPLES = """examples:
   python -m sslkit.train simclr --profile smoke
-  python -m sslkit.train simclr --dataset data/my_images --time-budget 120    # notebook 02's recipe on your folder
+  python -m sslkit.train simclr                                               # notebook 02's SimCLR: its 40 epochs
+  python -m sslkit.train simclr --dataset data/my_images --epochs 10          # notebook 02's recipe on your folder
+  python -m sslkit.train simclr --dataset data/my_images --time-budget 120    # a quick try on it: 2 minutes at most
   python -m sslkit.train byol --recipe simsiam                                # another recipe's values for BYOL
   python -m sslkit.train byol --epochs 20 --set precision=bf16 --set width=16 --run-dir runs/byol
   torchrun --nproc_per_node=2 -m sslkit.train simclr --profile smoke --device cpu        # 2 CPU processes (gloo)
   torchrun --nproc_per_node=8 -m sslkit.train simclr --profile full --set lr_scaling=sqrt  # 8 GPUs (NCCL)
 
-Each method trains the recipe of the notebook that teaches it (sslkit/recipes.py says every value and why);
-flags and --set change single values. Re-running a command with the same --run-dir resumes the run where it stopped
+Each method trains the recipe of the notebook that teaches it (sslkit/recipes.py says every value and why), for its
+planned epochs: the same seed gives the same numbers on every machine. Flags and --set change single values. Re-running a command with the same --run-dir resumes the run where it stopped
 (Ctrl-C or SIGTERM save first). --set KEY=VALUE sets any Config field or knob: a method's (temperature=0.2,
 queue_size=4096, target_momentum=0.9: where a momentum network's schedule starts), the backbone's (width=8), the
 views' (min_crop=0.5, grayscale=0.5, jitter=0.5, view_size=24, or any AugmentParams field such as
@@ -85,7 +87,9 @@ def _parser():
     parser.add_argument("--batch-size", type=int, help="images per step and process; the global batch is this "
                                                        "times the number of processes")
     parser.add_argument("--lr", type=float, help="peak learning rate (see --set lr_scaling=linear|sqrt)")
-    parser.add_argument("--time-budget", type=float, help="stop training cleanly after this many seconds")
+    parser.add_argument("--time-budget", type=float, help="an optional cap: fit the schedule into this many seconds and stop "
+                                                       "(default: train the planned epochs, the same numbers on "
+                                                       "every machine)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun: each process its GPU)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other setting; repeatable")

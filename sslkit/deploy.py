@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from .data import ImageData, to_float
+from .evaluate import accuracy  # noqa: F401 - notebook 09 scores exported models with it
 
 # module -> the package to install
 PACKAGES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
@@ -205,11 +206,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Imag
 
 def file_size_mb(path: str | Path) -> float:
     return Path(path).stat().st_size / 2**20
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of rows whose highest score is the label: logits (N, C), labels (N,)."""
-    return (logits.argmax(1) == labels).float().mean().item()
 
 
 def latency_ms(fn, x, repeats: int = 50, warmup: int = 3) -> float:

@@ -111,6 +111,7 @@ class Results:
         self.notebook, self.config = notebook, cfg
         self.path = check_writable(path if path is not None else default_results_path(notebook, cfg.get("profile", "lesson")))
         self.metrics: dict[str, float] = {}
+        self.cut_short: dict[str, str] = {}
         self._start = time.perf_counter()
         self._versions, self._hardware = versions(), hardware()
         self.save()
@@ -126,10 +127,40 @@ class Results:
             self.metrics[name] = _number(name, value)
         self.save()
 
+    def record_training(self, name: str, history, verbose: bool = True) -> None:
+        """Record what training run ``name`` did: ``train_s_<name>``, ``steps_<name>``, ``epochs_<name>``.
+
+        A run that a time budget (``TIME_BUDGET_S``) or a time limit stopped before its planned steps is marked:
+        ``cut_short_<name>`` = 1 and, under ``"cut_short"`` in the file, what that did; printed too. Its numbers
+        then depend on the machine's speed and are not the lesson's (which plans every run in epochs).
+
+        >>> import tempfile, os, types
+        >>> res = Results("demo", {"profile": "smoke"}, os.path.join(tempfile.mkdtemp(), "r.json"))
+        >>> h = types.SimpleNamespace(wall_time_s=3.0, steps=5, total_steps=10, epochs=0.5,
+        ...                           stop_reason="time budget", message="time budget of 3 s reached after 5 of 10 steps")
+        >>> res.record_training("simclr", h)
+        simclr was cut short: time budget of 3 s reached after 5 of 10 steps. Its numbers are below what its planned 10 steps give, and depend on this machine's speed (set TIME_BUDGET_S = None to train the plan)
+        >>> res.metrics["cut_short_simclr"], res.metrics["steps_simclr"]
+        (1, 5)
+        """
+        self.update({f"train_s_{name}": history.wall_time_s, f"steps_{name}": history.steps,
+                     f"epochs_{name}": history.epochs})
+        if getattr(history, "stop_reason", None) in ("time budget", "time limit"):
+            note = (f"{name} was cut short: {history.message}. Its numbers are below what its planned "
+                    f"{history.total_steps} steps give, and depend on this machine's speed (set TIME_BUDGET_S = None "
+                    f"to train the plan)")
+            self.cut_short[name] = note
+            self.record(f"cut_short_{name}", 1)
+            if verbose:
+                print(note)
+
     def as_dict(self) -> dict:
-        return {"notebook": self.notebook, "profile": self.config.get("profile"), "config": self.config,
-                "versions": self._versions, "hardware": self._hardware,
-                "wall_time_s": round(time.perf_counter() - self._start, 2), "metrics": dict(self.metrics)}
+        out = {"notebook": self.notebook, "profile": self.config.get("profile"), "config": self.config,
+               "versions": self._versions, "hardware": self._hardware,
+               "wall_time_s": round(time.perf_counter() - self._start, 2), "metrics": dict(self.metrics)}
+        if self.cut_short:  # runs a time budget stopped before their planned steps (record_training)
+            out["cut_short"] = dict(self.cut_short)
+        return out
 
     def save(self) -> Path:
         """Write the file atomically (temporary file, fsync, rename)."""

@@ -222,12 +222,12 @@ def _num(v):
 def run_experiment(method_name: str, cfg, results=None, data: tuple | None = None, progress: bool = False) -> dict:
     """Train method ``method_name`` on ``cfg``'s dataset, evaluate its backbone, record the numbers.
 
-    The method is built by ``sslkit.cli.build`` (``cfg.extra`` knobs go to the backbone, the
-    method or its views, as for ``python -m sslkit.train``), trained on the ``unlabeled`` split
-    with ``cfg``'s budget (a method that collapses under AdamW keeps its recipe's optimizer:
-    ``sslkit.recipes.with_own_optimizer``; SimSiam trains with SGD), and evaluated with ``evaluate_backbone`` on ``train`` (the kNN bank,
-    the probe's training set) and ``test``. A dataset without labels (a flat image folder) is
-    trained on and not evaluated.
+    The method is built by ``sslkit.cli.build`` (``cfg.extra`` knobs go to the backbone, the method or its views, as
+    for ``python -m sslkit.train``), trained on the ``unlabeled`` split for the planned ``cfg.num_epochs``
+    (``cfg.time_budget_s``, when set, is a cap that may stop it earlier; a method that collapses under AdamW keeps its
+    recipe's optimizer: ``sslkit.recipes.with_own_optimizer``; SimSiam trains with SGD), and evaluated with
+    ``evaluate_backbone`` on ``train`` (the kNN bank, the probe's training set) and ``test``. A dataset without labels
+    (a flat image folder) is trained on and not evaluated.
 
     Args:
         data: ``(unlabeled, train, test)`` already loaded (None: ``load_split`` them from ``cfg``;
@@ -237,7 +237,8 @@ def run_experiment(method_name: str, cfg, results=None, data: tuple | None = Non
 
     Returns the metrics (also recorded in ``results`` if given): ``knn``, ``linear``, ``std``,
     ``uniformity``, ``alignment``, ``steps``, ``epochs``, ``train_s``, ``final_loss``, ``lr`` (the peak
-    learning rate it trained with).
+    learning rate it trained with). ``results`` also gets the training's ``Results.record_training`` entries under
+    the method's name (``train_s_simclr``, ..., and ``cut_short_simclr`` when a time budget cut the run short).
     """
     from .data import load_split
     from .evaluate import evaluate_backbone
@@ -257,6 +258,8 @@ def run_experiment(method_name: str, cfg, results=None, data: tuple | None = Non
     else:
         unlabeled, train_data, test_data = data
     history = train(method, unlabeled, cfg, progress=progress)
+    if results is not None:  # steps, epochs and seconds under the method's name; a run a time budget cut is marked
+        results.record_training(method_name, history)
     metrics = {"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s, "lr": cfg.lr}
     if history.losses:
         metrics["final_loss"] = history.final_loss
@@ -283,8 +286,10 @@ EXPERIMENT_PARAMETERS = {
     "BACKBONE": ("None", "see sslkit.models.BACKBONES; None: the profile's"),
     "WIDTH": ("None", "channels of a small ResNet's first stage; None: the backbone's"),
     "IMAGE_SIZE": ("None", "pixels; None: the profile's (32)"),
-    "TIME_BUDGET_S": ("None", "seconds of training; None: the profile's"),
-    "NUM_EPOCHS": ("None", "passes over the unlabeled split, if the budget allows"),
+    "TIME_BUDGET_S": ("None", "an optional cap in seconds: fit the training into it and stop; None: train the "
+                              "planned epochs"),
+    "NUM_EPOCHS": ("None", "passes over the unlabeled split (planned); None: NOTEBOOK_VALUES' (lesson: 6) "
+                          "or the profile's"),
     "BATCH_SIZE": ("None", "images per step"),
     "LR": ("None", "peak learning rate"),
     "TEMPERATURE": ("None", "for the contrastive methods (simclr, moco)"),

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from sslkit.checkpoint import (CheckpointError, checkpoints_in, latest_checkpoint, load_checkpoint,
-                               save_checkpoint)
+from sslkit.checkpoint import (CheckpointError, checkpoints_in, latest_checkpoint, load_checkpoint, load_or_train,
+                               model_path, save_checkpoint, save_model)
 
 
 def _model():
@@ -112,3 +112,62 @@ def test_a_given_random_state_is_the_one_saved(tmp_path):
     assert torch.equal(torch.rand(3), expected)
     set_rng_state(before)
     assert torch.equal(torch.rand(3), expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# load_or_train: notebooks 06, 07 and 09 start from notebook 02's backbone, or train their own
+
+
+class _Trainer:
+    """A train_fn that counts its calls and returns a fresh model."""
+
+    def __init__(self, make):
+        self.make, self.calls = make, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.make()
+
+
+def _smoke_cfg():
+    import sslkit
+    return sslkit.make_config("smoke")
+
+
+def test_load_or_train_loads_a_fitting_checkpoint_and_says_so(tmp_path, capsys):
+    cfg, saved = _smoke_cfg(), _model()
+    save_model("net", saved, cfg, {"knn": 0.71234, "train_s": 12.0}, folder=tmp_path)
+    trainer = _Trainer(_model)
+    model, state = load_or_train("net", _model(), cfg, trainer, what="notebook 02's net", folder=tmp_path)
+    assert trainer.calls == 0 and state["metrics"] == {"knn": 0.71234, "train_s": 12.0}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    out = capsys.readouterr().out
+    assert f"notebook 02's net: loaded {model_path('net', 'smoke', tmp_path)}" in out
+    assert "{'knn': 0.712, 'train_s': 12.0}" in out and "training" not in out
+
+
+def test_load_or_train_trains_when_the_checkpoint_is_missing_or_switched_off(tmp_path, capsys):
+    cfg = _smoke_cfg()
+    trainer = _Trainer(lambda: nn.Linear(4, 2))
+    model, state = load_or_train("net", _model(), cfg, trainer, folder=tmp_path)
+    assert state is None and trainer.calls == 1 and isinstance(model, nn.Linear)  # train_fn's model
+    assert f"net: no checkpoint {model_path('net', 'smoke', tmp_path)} for the smoke profile; training it here " \
+           f"instead" in capsys.readouterr().out
+    save_model("net", _model(), cfg, folder=tmp_path)
+    model, state = load_or_train("net", _model(), cfg, trainer, use_checkpoint=False, folder=tmp_path)
+    assert state is None and trainer.calls == 2
+    assert "not loading checkpoints (use_checkpoint is off); training it here instead" in capsys.readouterr().out
+
+
+def test_load_or_train_trains_when_the_checkpoint_is_from_another_architecture(tmp_path, capsys):
+    cfg = _smoke_cfg()
+    save_model("net", _model(), cfg, folder=tmp_path)
+    wider = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    trainer = _Trainer(lambda: wider)
+    model, state = load_or_train("net", wider, cfg, trainer, folder=tmp_path)
+    assert state is None and trainer.calls == 1
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing was loaded into it
+    out = capsys.readouterr().out
+    assert "net: cannot use the checkpoint:" in out and "was saved from another model" in out
+    assert "0.weight: checkpoint (8, 4) vs model (16, 4)" in out and out.rstrip().endswith("-> training it here instead")

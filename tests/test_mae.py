@@ -292,6 +292,20 @@ def test_weight_decay_only_on_weight_matrices():
     assert optimizer.defaults["betas"] == (0.9, 0.95)
 
 
+def test_snapshots_at_fractions_of_the_planned_steps_whatever_the_clock(images, monkeypatch):
+    """A planned run takes its snapshots at the same steps on any machine: the clock does not move them."""
+    mae = small_mae()
+    clock = iter([0.0, 1000.0, 1001.0, 9000.0, 9001.0, 9002.0])  # a slow, uneven machine
+    monkeypatch.setattr(mae_module.time, "perf_counter", lambda: next(clock))
+    snapshots = ReconstructionSnapshots(images[:4], at_fractions=(0.5, 0.03, 0.15, 0.8), seed=3)  # any order
+    for step in range(1, 7):
+        snapshots(mae, step, 6)
+    # step 1 of 6 passes 0.03 and 0.15 (one snapshot), step 3 passes 0.5, step 5 passes 0.8
+    assert [s["step"] for s in snapshots.taken] == [1, 3, 5]
+    with pytest.raises(ValueError, match="fraction"):
+        ReconstructionSnapshots(images[:2], at_fractions=(0.5, 30.0))
+
+
 def test_snapshots_are_taken_at_the_times_asked_with_the_same_masks(images, monkeypatch):
     mae = small_mae()
     snapshots = ReconstructionSnapshots(images[:4], at_s=(0.0, 10.0, 20.0), seed=3)

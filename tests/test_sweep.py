@@ -107,11 +107,27 @@ def test_run_experiment_and_its_notebook(tmp_path):
     res = sslkit.Results("experiment", cfg, tmp_path / "r.json")
     metrics = run_experiment("simclr", cfg, res)
     assert metrics["steps"] == 2 and 0 <= metrics["knn"] <= 1 and set(metrics) <= set(res.metrics)
+    assert (res.metrics["steps_simclr"], res.metrics["epochs_simclr"]) == (2, 1)  # Results.record_training's
+    assert "cut_short_simclr" not in res.metrics and "cut_short" not in res.as_dict()  # the plan, trained in full
     with pytest.raises(ValueError, match="unknown method 'simclrr'"):
         run_experiment("simclrr", cfg)
     nb = experiment_notebook(tmp_path / "x" / "experiment.ipynb")
     params = notebook_parameters(nb)
     assert list(params) == list(EXPERIMENT_PARAMETERS) and params["METHOD"] == '"simclr"'
+
+
+def test_a_time_budget_that_cuts_an_experiment_short_is_marked(tmp_path):
+    """TIME_BUDGET_S is an opt-in cap: a run it stops before the planned epochs says so in its results file."""
+    import sslkit
+    from sslkit.sweep import run_experiment
+
+    cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=4,
+                             num_epochs=500, time_budget_s=0.5)  # 1,000 planned steps: far more than 0.5 s allow
+    res = sslkit.Results("experiment", cfg, tmp_path / "r.json")
+    metrics = run_experiment("simclr", cfg, res)
+    assert metrics["steps"] < 1000 and res.metrics["cut_short_simclr"] == 1
+    saved = sslkit.load_results(res.path)
+    assert "simclr was cut short" in saved["cut_short"]["simclr"] and saved["metrics"]["cut_short_simclr"] == 1
 
 
 def test_run_experiment_trains_simsiam_with_its_own_sgd_recipe(monkeypatch):

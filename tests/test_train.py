@@ -25,8 +25,7 @@ def cfg(**kw):
     values = dict(num_epochs=2, batch_size=32, lr=1e-3, warmup_epochs=0.5, device="cpu", seed=0)
     values.update(kw)
     budget = values.pop("time_budget_s", None)
-    # no time budget unless a test sets one (make_config's None means "the profile's": 20 s at smoke, which a busy
-    # machine could reach and so change the schedule of a run planned in steps)
+    # no time budget unless a test sets one (a budget a busy machine reaches would change a planned run's schedule)
     return dataclasses.replace(sslkit.make_config("smoke", **values), time_budget_s=budget)
 
 

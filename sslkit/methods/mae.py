@@ -261,44 +261,60 @@ class ReconstructionSnapshots:
     """MAE's reconstructions of the same images and masks at several points of one training run.
 
     A callback of the loop: ``train(mae, data, cfg, callbacks=[lambda h: snapshots(mae, h.steps,
-    h.total_steps)])``. After each optimizer step it checks the training time, and at each of
-    ``at_s`` seconds it stores ``mae.reconstruct(images, seed)``. ``take`` stores
-    one now (before training, after it); ``figure`` draws the grid: the originals, the masked
-    inputs, then one row of reconstructions per snapshot, each labelled with its step, time and
-    loss.
+    h.total_steps)])``. After each optimizer step it checks how far the run is, and at each of
+    ``at_fractions`` of its planned steps (and each of ``at_s`` seconds of training) it stores
+    ``mae.reconstruct(images, seed)``. ``take`` stores one now (before training, after it);
+    ``figure`` draws the grid: the originals, the masked inputs, then one row of reconstructions
+    per snapshot, each labelled with its step, time and loss.
 
     Args:
         images: uint8 (B, C, H, W), e.g. 8 test images.
+        at_fractions: fractions of the run's planned steps (``total_steps``) after which to take a
+            snapshot: the same steps on every machine. A run that a time budget stops early skips
+            the points it does not reach.
         at_s: seconds of training after which to take a snapshot (counted from the first step).
         seed: the masks (the same patches are hidden in every snapshot).
+
+    Points passed in the same step give one snapshot.
 
     >>> import sslkit
     >>> backbone, dim = sslkit.make_backbone("vit_tiny", hidden_dim=32, num_layers=1, num_heads=2)
     >>> mae = MAE(backbone, dim, decoder_dim=32, decoder_depth=1, decoder_heads=2)
-    >>> snapshots = ReconstructionSnapshots(sslkit.load_dataset("shapes", "test", n=4).images, at_s=(0.0,))
+    >>> snapshots = ReconstructionSnapshots(sslkit.load_dataset("shapes", "test", n=4).images, at_fractions=(0.2, 0.5))
     >>> snapshots.take(mae, "before training")
-    >>> snapshots(mae, 1, 10)   # the loop calls this after step 1: at 0 s, a snapshot
-    >>> [s["label"] for s in snapshots.taken]
-    ['before training', 'step 1 (0 s)']
+    >>> for step in range(1, 11):   # the loop calls it after every step of a 10-step run
+    ...     snapshots(mae, step, 10)
+    >>> [s["step"] for s in snapshots.taken]   # 0.2 and 0.5 of 10 steps
+    [None, 2, 5]
     """
 
-    def __init__(self, images: torch.Tensor, at_s=(), seed: int = 0):
-        self.images, self.at_s, self.seed = images, sorted(at_s), seed
+    def __init__(self, images: torch.Tensor, at_fractions=(), at_s=(), seed: int = 0):
+        if any(not 0 <= f <= 1 for f in at_fractions):
+            raise ValueError(f"at_fractions={tuple(at_fractions)}: each must be a fraction of the run, in [0, 1]")
+        self.images, self.at_fractions, self.at_s, self.seed = images, sorted(at_fractions), sorted(at_s), seed
         self.taken: list[dict] = []  # label, step, loss, masked, reconstruction
-        self._start, self._next = None, 0
+        self._start, self._next_fraction, self._next_s = None, 0, 0
 
     def take(self, mae: MAE, label: str, step: int | None = None):
         masked, reconstruction, _ = mae.reconstruct(self.images, seed=self.seed)
         self.taken.append({"label": label, "step": step, "loss": mae.last_reconstruction_loss, "masked": masked,
                            "reconstruction": reconstruction})
 
+    @staticmethod
+    def _passed(points: list, start: int, now: float) -> int:
+        """The index after the last of ``points`` (sorted) that ``now`` has reached, from ``start`` on."""
+        while start < len(points) and now >= points[start]:
+            start += 1
+        return start
+
     def __call__(self, mae: MAE, step: int, total_steps: int):
         now = time.perf_counter()
         self._start = now if self._start is None else self._start
         elapsed = now - self._start
-        if self._next < len(self.at_s) and elapsed >= self.at_s[self._next]:
-            while self._next < len(self.at_s) and elapsed >= self.at_s[self._next]:
-                self._next += 1
+        fraction = self._passed(self.at_fractions, self._next_fraction, step / max(1, total_steps))
+        seconds = self._passed(self.at_s, self._next_s, elapsed)
+        if (fraction, seconds) != (self._next_fraction, self._next_s):
+            self._next_fraction, self._next_s = fraction, seconds
             self.take(mae, f"step {step} ({elapsed:.0f} s)", step)
 
     def figure(self, size: float = 1.1):
