@@ -114,6 +114,7 @@ class Results:
         self.cut_short: dict[str, str] = {}
         self._start = time.perf_counter()
         self._versions, self._hardware = versions(), hardware()
+        _keep_reference(self.path)  # recording a reference run: its notebook compares with the one it replaces
         self.save()
 
     def record(self, name: str, value) -> None:
@@ -198,12 +199,27 @@ def load_results(path: str | Path) -> dict:
 
 
 RECORDED = Path(__file__).resolve().parents[1] / "results"  # the committed reference runs (a source checkout)
+_REPLACED: dict[Path, dict] = {}  # reference files a run of this process is rewriting: their metrics before it
+
+
+def _keep_reference(path: Path) -> None:
+    """A run that writes a committed reference file (re-recording a lesson) keeps the metrics it replaces, so that
+    ``recorded_metrics`` goes on giving the previous reference run, not the half-written new one."""
+    path = Path(path).resolve()
+    if path.parent == RECORDED.resolve() and path.is_file() and path not in _REPLACED:
+        try:
+            _REPLACED[path] = load_results(path)["metrics"]
+        except (OSError, ValueError):
+            pass  # not a results file: nothing to compare with
 
 
 def recorded_metrics(notebook: str, profile: str = "lesson") -> dict | None:
     """The metrics of the committed reference run of ``notebook`` (``results/<notebook>.<profile>.json`` of
-    the repository), or None when there is none: what a notebook's "what you just saw" cells compare with."""
+    the repository), or None when there is none: what a notebook's "what you just saw" cells compare with.
+    While this process re-records that file, the run it replaces."""
     path = RECORDED / f"{notebook}.{profile}.json"
+    if path.resolve() in _REPLACED:
+        return dict(_REPLACED[path.resolve()])
     return load_results(path)["metrics"] if path.is_file() else None
 
 

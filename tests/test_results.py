@@ -51,3 +51,18 @@ def test_load_results_says_what_is_wrong(tmp_path):
     bad.write_text(json.dumps({"notebook": "x", "metrics": {}}))
     with pytest.raises(ValueError, match="lacks the keys"):
         load_results(bad)
+
+
+def test_re_recording_a_reference_run_compares_with_the_run_it_replaces(tmp_path, monkeypatch):
+    """A lesson re-recorded into results/ reads, as its reference, the run it replaces, not its own half-written file."""
+    import sslkit.results as results_module
+
+    monkeypatch.setattr(results_module, "RECORDED", tmp_path)
+    monkeypatch.setattr(results_module, "_REPLACED", {})
+    old = results_module.Results("01_pretext", {"profile": "lesson"}, tmp_path / "01_pretext.lesson.json")
+    old.record("knn_jigsaw", 0.305)
+    assert results_module.recorded_metrics("01_pretext") == {"knn_jigsaw": 0.305}
+    new = results_module.Results("01_pretext", {"profile": "lesson"}, tmp_path / "01_pretext.lesson.json")
+    new.record("knn_rotation", 0.6)
+    assert results_module.recorded_metrics("01_pretext") == {"knn_jigsaw": 0.305}  # the run before
+    assert results_module.load_results(new.path)["metrics"] == {"knn_rotation": 0.6}
