@@ -160,10 +160,18 @@ def _set_aside(out_dir: Path, name: str) -> Path:
     return kept
 
 
-def collect(out_dir: str | Path, metrics: list[str] | None = None) -> list[dict]:
-    """One row per finished run in ``out_dir``: its swept parameters (from the file name), then metrics."""
+def collect(out_dir: str | Path, metrics: list[str] | None = None, runs: list[dict] | None = None) -> list[dict]:
+    """One row per finished run in ``out_dir``: its swept parameters (from the file name), then metrics.
+
+    ``runs`` (``grid_runs``' list): only those runs, in that order (a folder may also hold the runs of an earlier
+    grid, e.g. the same sweep with other parameters); without it, every results file in ``out_dir``.
+    """
+    if runs is None:
+        paths = sorted(Path(out_dir).glob("*.json"))
+    else:
+        paths = [p for p in (Path(out_dir) / f"{run_name(r)}.json" for r in runs) if p.is_file()]
     rows = []
-    for path in sorted(Path(out_dir).glob("*.json")):
+    for path in paths:
         data = load_results(path)
         row = dict(part.split("=", 1) for part in path.stem.split(",") if "=" in part)
         row["wall_time_s"] = data["wall_time_s"]

@@ -119,9 +119,9 @@ def test_non_contrastive_lesson_results():
     # SimSiam's predictions (128-d) stay spread with the stop-gradient and collapse without it (std x sqrt(d))
     assert m["std_prediction_simsiam"] * 128**0.5 > 0.5 and m["std_prediction_simsiam_no_stopgrad"] * 128**0.5 < 0.2
     assert m["knn_simsiam_no_stopgrad"] <= base < m["knn_simsiam"]  # kNN falls to the baselines without it
-    # planned, not timed: every method its 40 epochs (about 4-6 minutes each on 2 cores), the run without the
-    # stop-gradient its 10 (it only has to show the collapse); no time budget cut any run short
-    assert all(m[f"epochs_{k}"] == 40 and m[f"train_s_{k}"] <= 360 for k in methods)
+    # planned, not timed: every method its 40 epochs, the run without the stop-gradient its 10 (it only has to show
+    # the collapse); no time budget cut any run short
+    assert all(m[f"epochs_{k}"] == 40 for k in methods)
     assert m["epochs_simsiam_no_stopgrad"] == 10 and not any(k.startswith("cut_short_") for k in m)
     # the header quotes the committed run: its numbers must be the recorded ones
     header = " ".join(json.loads((RESULTS.parent / "notebooks" / "03_non_contrastive.ipynb").read_text())["cells"][0]["source"])

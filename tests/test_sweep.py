@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sslkit.results import load_results
-from sslkit.sweep import collect, format_table, sweep
+from sslkit.sweep import collect, format_table, grid_runs, sweep
 
 
 def _notebook(path):
@@ -40,6 +40,12 @@ def test_sweep_runs_every_combination_reports_failures_and_resumes(tmp_path):
     rows = collect(out, ["score"])
     assert [(r["LR"], r["SEED"], r["score"]) for r in rows] == [("0.1", "0", 1.0), ("0.1", "1", 2.0)]
     assert "score" in format_table(rows).splitlines()[0]
+
+    # another grid into the same folder: collect(runs=...) gives one grid's runs, in its order
+    sweep(nb, {"LR": [0.3]}, out, fixed={"PROFILE": "smoke"}, progress=False)
+    assert len(collect(out)) == 3
+    only = collect(out, ["score"], runs=grid_runs({"LR": [0.1], "SEED": [1, 0]}))
+    assert [(r["LR"], r["SEED"]) for r in only] == [("0.1", "1"), ("0.1", "0")]
 
 
 def test_a_run_made_with_other_fixed_parameters_is_run_again_and_the_old_one_kept(tmp_path, capsys):
