@@ -3,7 +3,7 @@
 The notebooks in ``notebooks/`` import this package; it holds the glue around torch,
 torchvision and lightly and the parts that teach. Modules, one concept each:
 
-- ``sslkit.config``: profiles (smoke, lesson, full) and the ``Config`` dataclass (``make_config``)
+- ``sslkit.config``: profiles (smoke, lesson, full) and the ``Config`` dataclass (``make_config``, ``parameters``)
 - ``sslkit.recipes``: every lesson's training recipe in one place, and ``build`` (a run's network, method, views)
 - ``sslkit.shapes``: the offline default dataset, generated from a seed
 - ``sslkit.data``: every dataset behind one interface (``load_dataset``)
@@ -23,10 +23,12 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.resume``: a run's checkpoints in its ``run_dir``, Ctrl-C and SIGTERM, resuming where it stopped
 - ``sslkit.supervised``: the supervised baseline (``Supervised``, ``fit_supervised``)
 - ``sslkit.evaluate``: batched prediction (``predict``), features, kNN, linear probe, baselines, diagnostics
-- ``sslkit.finetune``: the one fine-tuner (layer-wise lr decay for ViTs), linear probes as layers, pseudo-labels
+- ``sslkit.probe``: the linear probe itself (``fit_linear``: L-BFGS logistic regression, probabilities, as a layer)
+- ``sslkit.finetune``: the one fine-tuner (layer-wise lr decay for ViTs, the head from a linear probe), pseudo-labels
 - ``sslkit.labels``: label-efficiency curves: labeled subsets, classification metrics, the curve's table and plot
 - ``sslkit.results``: results files
 - ``sslkit.checkpoint``: atomic checkpoints, safe loading, models shared between notebooks
+- ``sslkit.replay``: a lesson's recorded trainings, loaded instead of trained (a notebook's ``REPLAY`` switch)
 - ``sslkit.cam``: Grad-CAM glue for SSL backbones and scores against true masks
 - ``sslkit.viz``: figures and the widgets that explore them
 - ``sslkit.sweep``: parameter sweeps over a notebook (papermill), resumable
@@ -49,7 +51,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (loaded on first access)
 _EXPORTS = {
-    "Config": "config", "make_config": "config", "resolve_device": "config", "PROFILES": "config",
+    "Config": "config", "make_config": "config", "parameters": "config", "resolve_device": "config", "PROFILES": "config",
     "load_dataset": "data", "load_split": "data", "ImageData": "data", "DATASETS": "data", "to_float": "data",
     "DatasetNotFoundError": "data",
     "make_shapes": "shapes",
@@ -60,7 +62,8 @@ _EXPORTS = {
 }
 _SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune", "deploy",
                "imagefiles", "prepared", "databench", "book", "exercises", "callbacks", "optim", "speed", "resume",
-               "supervised", "recipes", "cli", "labels", "imageops", "bookpages", "datasets", "folders", "trainbench"}
+               "supervised", "recipes", "cli", "labels", "imageops", "bookpages", "datasets", "folders", "trainbench",
+               "probe", "replay"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -197,20 +197,21 @@ class ProbeClassifier(nn.Module):
 
 
 def fit_probe(backbone: nn.Module, labeled, weight_decay: float = 1e-3) -> ProbeClassifier:
-    """A linear probe (``sslkit.finetune.fit_linear``) on ``backbone``'s features, as a torch classifier.
+    """A linear probe (``sslkit.probe.fit_linear``) on ``backbone``'s features, as a torch classifier.
 
     The standardisation of the features is folded into the linear layer, so the result is a plain
     ``nn.Module`` that Grad-CAM can backpropagate through with ``ClassifierOutputTarget``.
     """
     from .evaluate import _device_of, extract_features
-    from .finetune import fit_linear, linear_head
+    from .probe import fit_linear, linear_head
 
+    present = labeled.labels.unique().tolist()  # a class without images would get a head row that means nothing
+    if present != list(range(labeled.num_classes)):
+        raise ValueError(f"fit_probe needs labeled images of every one of the {labeled.num_classes} classes; got "
+                         f"classes {present}. Use e.g. ImageData.per_class(10)")
     features = extract_features(backbone, labeled)  # (N, D)
-    classifier = fit_linear(features, labeled.labels, weight_decay=weight_decay)
-    if len(classifier.classes_) != labeled.num_classes or labeled.num_classes < 3:
-        raise ValueError(f"fit_probe needs labeled images of every one of the {labeled.num_classes} classes (3 or "
-                         f"more); got classes {list(classifier.classes_)}. Use e.g. ImageData.per_class(10)")
-    head = linear_head(classifier)  # logits = ((f - mean) / scale) @ W.T + b, as one nn.Linear on f
+    classifier = fit_linear(features, labeled.labels, weight_decay=weight_decay, num_classes=labeled.num_classes)
+    head = linear_head(classifier)  # logits = ((f - mean) / std) @ W.T + b, as one nn.Linear on f
     return ProbeClassifier(backbone, head.to(_device_of(backbone))).eval()
 
 

@@ -130,7 +130,7 @@ def _read(path: Path) -> dict:
 
 
 def _check_compatible(model, saved: dict, path: Path, config: dict):
-    own = model.state_dict()
+    own = model.state_dict() if hasattr(model, "state_dict") else model  # a model, or the part of its state to check
     missing = sorted(set(own) - set(saved))
     unexpected = sorted(set(saved) - set(own))
     shapes = [f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"

@@ -1,8 +1,9 @@
 """Profiles and the one config dataclass every notebook and script passes around.
 
 A notebook's ``parameters`` cell sets ``PROFILE`` and any knobs (``None`` means "the profile's
-value"); ``make_config`` resolves them into a ``Config`` once, and that object is passed
-explicitly (``train(model, data, cfg)``). Nothing in the package reads notebook globals.
+value"), each named once; ``make_config(PROFILE, **parameters(globals()))`` resolves them into a
+``Config`` once, and that object is passed explicitly (``train(model, data, cfg)``). Nothing in
+the package reads notebook globals unless handed them.
 
 Profiles:
 
@@ -105,6 +106,36 @@ def make_config(profile: str = "lesson", notebook: str | None = None, recipe: st
     cfg.extra.update(extra)
     _validate(cfg)
     return cfg
+
+
+NOT_KNOBS = ("PROFILE", "RESULTS_PATH", "REPLAY")  # make_config's own argument, where results go, a notebook switch
+
+
+def parameters(namespace: dict, exclude=NOT_KNOBS) -> dict:
+    """The knobs of a notebook's parameters cell, for ``make_config``: every UPPER_CASE name of ``namespace`` (the
+    notebook's ``globals()``) whose value a parameters cell can hold (None, a number, a string, a bool, or a list,
+    tuple or dict of them), lowercased, except those in ``exclude``. The parameters cell lists each knob once, with
+    its comment; this hands them all on (``None``: the recipe's value), so no cell lists them again. Names that later
+    cells define (``import torch.nn.functional as F``, a tensor ``A``) are not knobs, and are left out.
+
+    >>> import math
+    >>> parameters({"PROFILE": "smoke", "NUM_EPOCHS": 2, "LR": None, "GRID": {"T": [0.1]}, "plt": None, "In": [],
+    ...             "_": 1, "M": math, "A": object()})
+    {'num_epochs': 2, 'lr': None, 'grid': {'T': [0.1]}}
+    """
+    return {k.lower(): v for k, v in namespace.items()
+            if k.isidentifier() and k.isupper() and not k.startswith("_") and k not in exclude and _plain(v)}
+
+
+def _plain(value) -> bool:
+    """True for what a parameters cell (and papermill) holds: None, numbers, strings, bools, and containers of them."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 def _adopt_prepared(values: dict, given: set):

@@ -332,13 +332,14 @@ def linear_classifier(backbone: nn.Module, labeled: ImageData, features: torch.T
     """The backbone and a linear head as one network: images (B, 3, S, S) -> logits (B, classes).
 
     The head is notebook 07's linear probe (``fit_linear`` on the frozen features of ``labeled``), turned
-    into an ``nn.Linear`` (``sslkit.finetune.linear_head``). ``features``: those features, if already computed.
+    into an ``nn.Linear`` (``sslkit.probe.linear_head``). ``features``: those features, if already computed.
     """
     from .evaluate import extract_features
-    from .finetune import fit_linear, linear_head
+    from .probe import fit_linear, linear_head
 
     features = extract_features(backbone, labeled) if features is None else features
-    return nn.Sequential(backbone, linear_head(fit_linear(features, labeled.labels))).eval()
+    classifier = fit_linear(features, labeled.labels, num_classes=labeled.num_classes)
+    return nn.Sequential(backbone, linear_head(classifier)).eval()
 
 
 def model_card(title: str, sections: dict) -> str:

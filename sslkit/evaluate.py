@@ -7,7 +7,7 @@ The field's standard answers, the same way in every notebook:
 - ``knn_accuracy``: weighted kNN on L2-normalised features through lightly's ``knn_predict``
   (Wu et al. 2018; k=200 and temperature 0.1 as in lightly's benchmarks).
 - ``linear_probe``: a linear classifier trained on frozen, precomputed, standardised features
-  (full-batch L-BFGS: seconds, not minutes).
+  (full-batch L-BFGS: seconds, not minutes; defined in ``sslkit.probe``, with the classifier itself).
 - baselines: ``raw_pixels`` and ``random_init_backbone`` (``baselines`` evaluates both).
 - diagnostics: ``std_of_l2_normalized`` (lightly; about 1/sqrt(d) when healthy, near 0 when the
   representation has collapsed), ``alignment`` and ``uniformity`` (Wang & Isola 2020).
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageData, to_float
+from .probe import linear_probe  # one of the evaluations, and imported from here by the notebooks
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -132,51 +133,6 @@ def _check_labeled(data: ImageData, role: str):
     if (data.labels < 0).any():
         raise ValueError(f"the {role} data ({data!r}) has unlabeled images (label -1); evaluation needs a labeled "
                          f"split such as load_dataset(..., 'train', ...) or 'test'")
-
-
-@torch.no_grad()
-def _standardise(train: torch.Tensor, test: torch.Tensor):
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
-    return (train - mean) / std, (test - mean) / std
-
-
-def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, weight_decay: float = 1e-3, max_iter: int = 300) -> float:
-    """Test accuracy of a linear classifier (multinomial logistic regression) on frozen features.
-
-    The features are standardised with the training set's mean and std, then the classifier
-    minimises mean cross-entropy + ``weight_decay``/2 * ||W||^2 with full-batch L-BFGS: the same
-    objective as scikit-learn's ``LogisticRegression(C=1 / (weight_decay * N))``. Deterministic.
-
-    Args:
-        train_features: (N, D). train_labels: (N,). test_features: (M, D). test_labels: (M,).
-        weight_decay: L2 penalty on the weights (not the bias).
-        max_iter: L-BFGS iterations.
-    """
-    x, x_test = _standardise(train_features.float(), test_features.float())
-    y = train_labels.long()
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)  # (D, C)
-    bias = torch.zeros(num_classes, requires_grad=True)  # (C,)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-6, tolerance_change=1e-10, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of small ops: threads only add overhead (and stall on a busy machine)
-    try:
-        with torch.enable_grad():
-            optimizer.step(closure)
-    finally:
-        torch.set_num_threads(threads)
-    with torch.no_grad():
-        pred = (x_test @ weight + bias).argmax(1)
-    return (pred == test_labels).float().mean().item()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Three ways to turn a pre-trained backbone into a classifier, from cheapest to mo
 (the evaluation protocols of SimCLR, Chen et al. 2020, sections 4 and 6):
 
 - **kNN** on frozen features (``sslkit.evaluate.knn_accuracy``): no training at all;
-- **linear probe** on frozen features (``fit_linear``): a logistic regression on the features,
-  as a torch layer with ``linear_head``;
+- **linear probe** on frozen features (``fit_linear``, ``class_scores``, ``linear_head``; defined
+  in ``sslkit.probe`` and importable from here): a logistic regression on the features, with class
+  probabilities, as a torch layer;
 - **fine-tuning** (``FineTune``, ``fine_tune``): the whole network and a new linear head trained
   on the labels, the backbone at a smaller learning rate than the head (``FineTune.param_groups``),
   so a few labels adjust the pre-trained features instead of overwriting them; for a ViT,
@@ -35,6 +36,7 @@ from .data import ImageData
 from .evaluate import extract_features
 from .methods.mae import NO_DECAY_NAMES, decay_groups
 from .models import TinyViT
+from .probe import LinearClassifier, class_scores, fit_linear, linear_head  # the probe, as notebook 07 imports it
 from .supervised import Supervised
 from .train import History, train
 
@@ -201,88 +203,21 @@ def fine_tune(backbone: nn.Module, labeled: ImageData, cfg: Config, steps: int =
     model = FineTune(net, labeled.num_classes, backbone_lr_scale=backbone_lr_scale, layer_decay=layer_decay,
                      augment=augment)
     if head_init == "linear":
-        model.init_head(fit_linear(extract_features(net, labeled), labeled.labels))
+        model.init_head(fit_linear(extract_features(net, labeled), labeled.labels, num_classes=labeled.num_classes))
     planned = dataclasses.replace(steps_config(cfg, len(labeled), steps), time_budget_s=None)
     history = train(model, labeled, planned, time_limit_s=cfg.time_budget_s, **kwargs)
     return model, history
 
 
 # ----------------------------------------------------------------------------------------------
-# frozen features: a linear classifier with probabilities, and pseudo-labelling on top of it
-
-
-def fit_linear(features: torch.Tensor, labels: torch.Tensor, weight_decay: float = 1e-3, max_iter: int = 1000):
-    """A linear classifier on frozen features: standardise, then multinomial logistic regression.
-
-    The objective of ``sslkit.evaluate.linear_probe`` (mean cross-entropy + ``weight_decay``/2 *
-    ||W||^2), through scikit-learn, because pseudo-labelling needs the class *probabilities*
-    (``.predict_proba``), not only the accuracy. ``tests/test_finetune.py`` checks that both agree.
-    Returns a fitted scikit-learn pipeline: ``.predict_proba(features.numpy())`` -> (N, C).
-
-    >>> x = torch.tensor([[0.0], [0.1], [1.0], [1.1]]); y = torch.tensor([0, 0, 1, 1])
-    >>> fit_linear(x, y).predict(x.numpy()).tolist()
-    [0, 0, 1, 1]
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if len(features) != len(labels):
-        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels; give one label per row")
-    if (labels < 0).any():
-        raise ValueError("fit_linear needs labels, but some are -1 (unlabeled); pass only the labeled rows")
-    c = 1.0 / (weight_decay * len(features))  # sklearn: C * sum of losses + ||W||^2 / 2
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
-    return clf.fit(features.float().numpy(), labels.numpy())
-
-
-@torch.no_grad()
-def linear_head(classifier, head: nn.Linear | None = None) -> nn.Linear:
-    """A ``fit_linear`` classifier as an ``nn.Linear`` on the raw features (written into ``head`` when given).
-
-    ``fit_linear`` standardises the features, ``(f - mean) / scale``, then applies ``W, b``; the
-    same map on raw features is ``W / scale`` and ``b - (W / scale) @ mean``. A new layer is made
-    like any ``nn.Linear`` (from torch's random state), then overwritten.
-
-    >>> x = torch.tensor([[0.0, 5.0], [0.2, 6.0], [1.0, 9.0], [1.2, 8.0], [3.0, 1.0], [3.1, 2.0]])
-    >>> clf = fit_linear(x, torch.tensor([0, 0, 1, 1, 2, 2]))
-    >>> reference = torch.from_numpy(clf.decision_function(x.numpy())).float()  # through the standardisation
-    >>> torch.allclose(linear_head(clf)(x), reference, atol=1e-5)
-    True
-    """
-    scaler, logistic = classifier[0], classifier[-1]
-    if len(logistic.classes_) < 3:
-        raise ValueError(f"the classifier knows {len(logistic.classes_)} classes; a linear head needs 3 or more "
-                         f"(scikit-learn fits one weight row for 2); fit it on labels of every class")
-    w = torch.as_tensor(logistic.coef_ / scaler.scale_, dtype=torch.float32)  # (C, D)
-    if head is None:
-        head = nn.Linear(w.shape[1], len(logistic.classes_))
-    if len(logistic.classes_) != head.out_features:
-        raise ValueError(f"the classifier knows {len(logistic.classes_)} classes, the head has "
-                         f"{head.out_features}; fit it on labels of every class")
-    b = torch.as_tensor(logistic.intercept_, dtype=torch.float32) - w @ torch.as_tensor(scaler.mean_,
-                                                                                       dtype=torch.float32)
-    head.weight.copy_(w.to(head.weight.device))
-    head.bias.copy_(b.to(head.bias.device))
-    return head
-
-
-def class_scores(classifier, features: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Probabilities (N, num_classes) from a ``fit_linear`` classifier, with a column for every class.
-
-    (A classifier fitted on labels that miss a class has fewer columns; the missing ones are 0.)
-    """
-    probs = torch.from_numpy(classifier.predict_proba(features.float().numpy())).float()
-    out = torch.zeros(len(features), num_classes)
-    out[:, torch.as_tensor(classifier.classes_, dtype=torch.long)] = probs
-    return out
+# frozen features: pseudo-labelling on top of the linear probe (``sslkit.probe``)
 
 
 @dataclass
 class PseudoLabels:
     """What ``pseudo_label`` did: the final classifier and the pool images it labelled, per round."""
 
-    classifier: object  # the fitted classifier after the last round (``class_scores`` reads it)
+    classifier: LinearClassifier  # the fitted classifier after the last round (``class_scores`` reads it)
     indices: torch.Tensor  # (K,) indices into the pool of the images that got a pseudo-label
     labels: torch.Tensor  # (K,) their pseudo-labels
     added_per_round: list  # how many pool images were labelled in each round
@@ -322,7 +257,7 @@ def pseudo_label(train_features: torch.Tensor, train_labels: torch.Tensor, pool_
         raise ValueError(f"threshold={threshold} is a probability: choose one in (0, 1], e.g. 0.9")
     num_classes = int(train_labels.max()) + 1
     indices, labels, added = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), []
-    classifier = fit_linear(train_features, train_labels, weight_decay)
+    classifier = fit_linear(train_features, train_labels, weight_decay, num_classes=num_classes)
     for _ in range(rounds):
         probs = class_scores(classifier, pool_features, num_classes)  # (M, C)
         confidence, guess = probs.max(1)  # (M,), (M,)
@@ -337,5 +272,5 @@ def pseudo_label(train_features: torch.Tensor, train_labels: torch.Tensor, pool_
         if not len(indices):
             break
         classifier = fit_linear(torch.cat([train_features, pool_features[indices]]),
-                                torch.cat([train_labels, labels]), weight_decay)
+                                torch.cat([train_labels, labels]), weight_decay, num_classes=num_classes)
     return PseudoLabels(classifier, indices, labels, added)

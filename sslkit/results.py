@@ -129,7 +129,8 @@ class Results:
         self.save()
 
     def record_training(self, name: str, history, verbose: bool = True) -> None:
-        """Record what training run ``name`` did: ``train_s_<name>``, ``steps_<name>``, ``epochs_<name>``.
+        """Record what training run ``name`` did: ``train_s_<name>``, ``steps_<name>``, ``epochs_<name>``, and
+        ``replayed_<name>`` = 1 when its weights came from the recorded run (``sslkit.replay``).
 
         A run that a time budget (``TIME_BUDGET_S``) or a time limit stopped before its planned steps is marked:
         ``cut_short_<name>`` = 1 and, under ``"cut_short"`` in the file, what that did; printed too. Its numbers
@@ -146,6 +147,8 @@ class Results:
         """
         self.update({f"train_s_{name}": history.wall_time_s, f"steps_{name}": history.steps,
                      f"epochs_{name}": history.epochs})
+        if getattr(history, "replayed", False):  # loaded from the recorded run (REPLAY): its training, not this one's
+            self.record(f"replayed_{name}", 1)
         if getattr(history, "stop_reason", None) in ("time budget", "time limit"):
             note = (f"{name} was cut short: {history.message}. Its numbers are below what its planned "
                     f"{history.total_steps} steps give, and depend on this machine's speed (set TIME_BUDGET_S = None "

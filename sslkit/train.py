@@ -72,6 +72,7 @@ class History:
     resumed_from_step: int = 0  # the step this run continued from (0: it started fresh)
     checkpoint: str | None = None  # the newest checkpoint this run wrote (with a run_dir)
     world_size: int = 1  # processes that trained together
+    replayed: bool = False  # True when loaded from a recorded run instead of trained (sslkit.replay)
 
     @property
     def final_loss(self) -> float:

@@ -50,15 +50,53 @@ def _blobs(n_per_class=40, dim=8, num_classes=4, seed=0, spread=1.5):
     return centres[y] + spread * torch.randn(len(y), dim, generator=g), y
 
 
-def test_fit_linear_agrees_with_the_kits_linear_probe():
-    """The same objective through scikit-learn and through L-BFGS in torch: the same classifier."""
-    x, y = _blobs(seed=0)
-    x_test, y_test = _blobs(seed=1)
-    clf = fit_linear(x, y, weight_decay=1e-2)
-    ours = (class_scores(clf, x_test, 4).argmax(1) == y_test).float().mean().item()
-    assert ours == pytest.approx(linear_probe(x, y, x_test, y_test, weight_decay=1e-2), abs=0.02)
+@pytest.mark.parametrize("spread", [0.5, 1.5, 3.0])  # separable, overlapping, mostly noise
+def test_fit_linear_matches_sklearn_logistic_regression(spread):
+    """scikit-learn's StandardScaler + LogisticRegression(C=1 / (weight_decay * N)) as the oracle: the same
+    objective, so the same class probabilities, predictions and test accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _blobs(n_per_class=80, seed=0, spread=spread)
+    x = x * torch.linspace(0.1, 10, x.shape[1]) + 3.0  # features of different scales and offsets
+    x, y, x_test, y_test = x[::2], y[::2], x[1::2], y[1::2]  # 40 per class to fit, 40 to test
+    wd = 1e-2
+    clf = fit_linear(x, y, weight_decay=wd)
+    scaler = StandardScaler().fit(x.numpy())
+    scaler.scale_ = x.std(0).double().numpy()  # the kit standardises with the sample std (N - 1), as torch.std
+    ref = LogisticRegression(C=1 / (wd * len(x)), max_iter=10000, tol=1e-10).fit(scaler.transform(x.numpy()), y.numpy())
+    expected = torch.from_numpy(ref.predict_proba(scaler.transform(x_test.numpy()))).float()
     probs = class_scores(clf, x_test, 4)
     assert probs.shape == (len(x_test), 4) and torch.allclose(probs.sum(1), torch.ones(len(x_test)), atol=1e-5)
+    torch.testing.assert_close(probs, expected, atol=2e-3, rtol=0)
+    assert torch.equal(clf.predict(x_test), probs.argmax(1))
+    ours = (probs.argmax(1) == y_test).float().mean().item()
+    assert ours == pytest.approx((expected.argmax(1) == y_test).float().mean().item(), abs=1 / len(y_test))
+    assert ours == linear_probe(x, y, x_test, y_test, weight_decay=wd)  # the accuracy the notebooks report
+
+
+def test_a_class_missing_from_the_labels_gets_a_column_near_zero():
+    x, y = _blobs(num_classes=4)
+    keep = y != 1  # classes 0, 2, 3
+    clf = fit_linear(x[keep], y[keep], num_classes=5)
+    probs = class_scores(clf, x, 5)
+    assert clf.num_classes == 5 and probs[:, [1, 4]].max() < 1e-3
+    assert class_scores(fit_linear(x[y < 2], y[y < 2]), x, 4)[:, 2:].abs().max() == 0  # fitted on 2 of 4: zeros
+    with pytest.raises(ValueError, match="knows 5 classes, more than num_classes=4"):
+        class_scores(clf, x, 4)
+
+
+def test_linear_head_gives_the_classifiers_logits_on_raw_features():
+    x, y = _blobs(num_classes=3, dim=6)
+    x = x * torch.tensor([0.01, 1.0, 100.0, 1.0, 5.0, 0.2]) - 50.0  # the standardisation matters
+    clf = fit_linear(x, y)
+    expected = clf.logits(x)
+    scale = expected.abs().max().item()
+    with torch.no_grad():
+        torch.testing.assert_close(linear_head(clf)(x), expected, atol=1e-3 * scale, rtol=0)  # float32 rounding
+        into = torch.nn.Linear(6, 3).double()
+        assert linear_head(clf, into) is into and into.weight.dtype == torch.float64  # written in place, dtype kept
+        torch.testing.assert_close(into(x.double()).float(), expected, atol=1e-5 * scale, rtol=0)
 
 
 def test_init_head_reproduces_the_linear_probe_on_raw_features():
@@ -69,8 +107,7 @@ def test_init_head_reproduces_the_linear_probe_on_raw_features():
     clf = fit_linear(features, data.labels)
     model = FineTune(backbone, 10).init_head(clf)
     logits = predict(model, data)  # (N, C): head(backbone(x)) in eval mode
-    expected = torch.from_numpy(clf.decision_function(features.numpy())).float()
-    assert torch.allclose(logits, expected, atol=1e-3)
+    assert torch.allclose(logits, clf.logits(features), atol=1e-3)
 
 
 def test_the_backbone_learns_at_a_fraction_of_the_heads_rate():
@@ -89,13 +126,26 @@ def test_the_backbone_learns_at_a_fraction_of_the_heads_rate():
     assert moved["backbone.stem.0.weight"] == pytest.approx(1e-3, rel=0.05)
 
 
-def test_linear_head_needs_three_classes_and_a_head_of_their_number():
+def test_linear_head_works_for_two_classes_and_needs_a_head_of_their_number():
+    """Every class gets its own weight row, so two classes give a head with two outputs (scikit-learn fits one)."""
     x, y = _blobs(num_classes=2)
-    with pytest.raises(ValueError, match="knows 2 classes; a linear head needs 3 or more"):
-        linear_head(fit_linear(x, y))
+    clf = fit_linear(x, y)
+    assert linear_head(clf).out_features == 2 and torch.equal(linear_head(clf)(x).argmax(1), clf.predict(x))
     x, y = _blobs(num_classes=4)
-    with pytest.raises(ValueError, match="knows 4 classes, the head has 3"):
+    with pytest.raises(ValueError, match="knows 4 classes .* the head has 3 outputs"):
         linear_head(fit_linear(x, y), torch.nn.Linear(x.shape[1], 3))
+
+
+def test_fit_linear_says_what_is_wrong_with_its_input():
+    x, y = _blobs(num_classes=3)
+    with pytest.raises(ValueError, match="120 feature rows but 119 labels"):
+        fit_linear(x, y[:-1])
+    with pytest.raises(ValueError, match="some are -1 .* pass only the labeled rows"):
+        fit_linear(x, torch.where(y == 2, -1, y))
+    with pytest.raises(ValueError, match="a label is 2 but num_classes=2"):
+        fit_linear(x, y, num_classes=2)
+    with pytest.raises(ValueError, match="fitted on \\(N, 8\\) features"):
+        fit_linear(x, y).logits(x[:, :4])
 
 
 def test_a_frozen_backbone_is_a_linear_probe_trained_by_sgd():

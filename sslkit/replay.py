@@ -1,0 +1,189 @@
+"""Replay: the trainings of a recorded lesson run, loaded instead of trained (a notebook's ``REPLAY`` switch).
+
+A lesson's trainings take most of its time (notebook 03: five methods of about five minutes each on 2 CPU cores).
+With ``REPLAY = True`` a notebook loads, for each training, the weights and the training history that the recorded
+lesson run produced (committed under ``results/replay/``, each file checked against the sha256 in its
+``MANIFEST.json``), says so, shows the recorded curves, and computes every evaluation on those weights here: a class
+runs the notebook in minutes and discusses it, and runs the trainings as homework (``REPLAY = False``, the default).
+``REPLAY = "record"`` trains and writes the files (what the maintainers do when they record a lesson run).
+
+The random state after a training is stored with it and restored on replay, so the cells after a replayed training
+see what they saw after the real one: the evaluations give the recorded numbers (``tests/test_replay.py``).
+
+>>> import tempfile, torch, sslkit
+>>> from sslkit.train import History
+>>> folder, cfg = tempfile.mkdtemp(), sslkit.make_config("smoke")
+>>> def fit(net):  # stands for a notebook's training
+...     net.weight.data.fill_(0.5)
+...     return History(losses=[1.0, 0.5], steps=2, total_steps=2, epochs=1.0, wall_time_s=3.0)
+>>> net = torch.nn.Linear(2, 2)
+>>> _ = train_or_replay("demo", "linear", net, cfg, lambda: fit(net), "record", keep=None,
+...                     folder=folder)  # doctest: +ELLIPSIS
+linear: recorded the replay .../demo.linear.smoke.pt
+>>> other = torch.nn.Linear(2, 2)
+>>> history = train_or_replay("demo", "linear", other, cfg, lambda: fit(other), True, keep=None,
+...                           folder=folder)  # doctest: +ELLIPSIS
+linear: replayed the recorded run (demo.linear.smoke.pt, sha256 checked): 2 steps, 1 epochs, 3 s of training ...
+>>> history.replayed, history.losses, bool((other.weight == 0.5).all())
+(True, [1.0, 0.5], True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+REPLAY_DIR = Path(__file__).resolve().parent.parent / "results" / "replay"  # the repository's recorded trainings
+ENV_DIR = "SSLKIT_REPLAY_DIR"  # another folder for them (the tests record smoke runs into a temporary one)
+MANIFEST = "MANIFEST.json"  # file name -> sha256 and size of every replay file in a folder
+MODES = (False, True, "record")
+_NOT_COMPARED = ("device", "num_workers")  # where a run happens, not what it trains
+
+
+class ReplayError(ValueError):
+    """A replay cannot be used (missing, changed on disk, or recorded with other values); the message says why."""
+
+
+def check_mode(replay) -> bool | str:
+    """``replay`` if it is one of ``MODES``, else a ValueError saying which values there are."""
+    if replay is None:
+        return False
+    if replay not in MODES or isinstance(replay, int) and not isinstance(replay, bool):
+        raise ValueError(f"REPLAY={replay!r}: choose False (train), True (load the recorded lesson run's trainings) "
+                         f"or \"record\" (train and save them as the replay)")
+    return replay
+
+
+def replay_path(notebook: str, name: str, profile: str, folder: str | Path | None = None) -> Path:
+    """Where the replay of training ``name`` of ``notebook`` at ``profile`` lives: ``folder``, else
+    ``$SSLKIT_REPLAY_DIR``, else the repository's ``results/replay/``."""
+    return Path(folder or os.environ.get(ENV_DIR) or REPLAY_DIR) / f"{notebook}.{name}.{profile}.pt"
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _comparable(cfg) -> dict:
+    """``cfg``'s values as JSON would hold them (tuples as lists), without where the run happens."""
+    values = json.loads(json.dumps(cfg.to_dict(), default=str))
+    return {k: v for k, v in values.items() if k not in _NOT_COMPARED}
+
+
+def _differences(saved: dict, now: dict) -> list[str]:
+    flat_saved = {**{k: v for k, v in saved.items() if k != "extra"}, **saved.get("extra", {})}
+    flat_now = {**{k: v for k, v in now.items() if k != "extra"}, **now.get("extra", {})}
+    return [f"{k}: recorded {flat_saved.get(k)!r}, yours {flat_now.get(k)!r}"
+            for k in sorted(set(flat_saved) | set(flat_now)) if flat_saved.get(k) != flat_now.get(k)]
+
+
+def _kept(state: dict, keep) -> dict:
+    return {k: v for k, v in state.items() if keep is None or k.split(".")[0] in keep}
+
+
+def _write_manifest(folder: Path, entry: dict) -> None:
+    path = folder / MANIFEST
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest.update(entry)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(dict(sorted(manifest.items())), f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def record(notebook: str, name: str, model, cfg, history, *, keep=("backbone",), log: dict | None = None,
+           folder: str | Path | None = None) -> Path:
+    """Save what ``train_or_replay`` replays: ``model``'s weights under the prefixes ``keep`` (None: all), the
+    ``History``, ``log`` (a JSON-able dict a callback filled) and the random state now; its sha256 goes into the
+    folder's ``MANIFEST.json``."""
+    from .checkpoint import _atomic_save, rng_state
+
+    path = replay_path(notebook, name, cfg.profile, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": _kept(model.state_dict(), keep), "keep": list(keep) if keep is not None else None,
+             "history": json.dumps(dataclasses.asdict(history)), "log": json.dumps(log or {}),
+             "config": json.dumps(_comparable(cfg)), "rng": rng_state(), "torch": str(torch.__version__)}
+    _atomic_save(state, path, "the replay saved there before is intact")
+    _write_manifest(path.parent, {path.name: {"sha256": sha256(path), "bytes": path.stat().st_size}})
+    return path
+
+
+def load(notebook: str, name: str, model, cfg, *, log: dict | None = None, folder: str | Path | None = None):
+    """Load the replay of training ``name`` into ``model`` (and ``log``), restore the random state after it, and
+    return its ``History`` (``replayed`` True). ``ReplayError`` when the file is missing, does not match its sha256,
+    was recorded with other values than ``cfg``'s, or holds weights of another model."""
+    from .checkpoint import CheckpointError, _check_compatible, _read, set_rng_state
+    from .train import History
+
+    path = replay_path(notebook, name, cfg.profile, folder)
+    fix = "or set REPLAY = False to train it here"
+    if not path.exists():
+        raise ReplayError(f"{name}: no recorded training to replay at the {cfg.profile} profile ({path} is missing); "
+                          f"the repository holds the lesson profile's. Use PROFILE = \"lesson\", {fix}")
+    manifest_path = path.parent / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    expected = manifest.get(path.name, {}).get("sha256")
+    if expected is None:
+        raise ReplayError(f"{name}: {path.name} is not listed in {manifest_path}, so it cannot be checked; record it "
+                          f"again with REPLAY = \"record\", {fix}")
+    if sha256(path) != expected:
+        raise ReplayError(f"{name}: {path} does not match the sha256 in {manifest_path} (it was changed or damaged); "
+                          f"restore it (git checkout -- {path.parent.name}/{path.name} in its folder), {fix}")
+    try:
+        state = _read(path)
+    except CheckpointError as e:
+        raise ReplayError(f"{name}: {e}; {fix}") from None
+    differences = _differences(json.loads(state["config"]), _comparable(cfg))
+    if differences:
+        raise ReplayError(f"{name}: the recorded run was trained with other values than yours, so its weights would "
+                          f"not show what your settings train. Differences: {'; '.join(differences[:6])}"
+                          f"{' ...' if len(differences) > 6 else ''}. Set those back to None, {fix}")
+    keep = state["keep"]
+    try:
+        _check_compatible(_kept(model.state_dict(), keep), state["model"], path, json.loads(state["config"]))
+    except CheckpointError as e:
+        raise ReplayError(f"{name}: {e}") from None
+    model.load_state_dict(state["model"], strict=keep is None)
+    if log is not None:
+        log.clear()
+        log.update(json.loads(state["log"]))
+    set_rng_state(state["rng"])
+    return History(**{**json.loads(state["history"]), "replayed": True})
+
+
+def train_or_replay(notebook: str, name: str, model, cfg, train_fn, replay=False, *, keep=("backbone",),
+                    log: dict | None = None, folder: str | Path | None = None):
+    """``train_fn()`` (it trains ``model`` and returns its ``History``), or the recorded run's weights and history.
+
+    ``replay``: False trains; True loads the replay of ``name`` (``load``) and prints where it came from; "record"
+    trains, then saves the replay (``record``). ``keep``: the top-level parts of ``model`` a replay holds (the
+    backbone is what the evaluations read; add the heads a later cell uses). ``log``: a dict a callback fills while
+    training (saved with the replay, filled from it).
+    """
+    replay = check_mode(replay)
+    if replay is True:
+        from .callbacks import LivePlot
+
+        history = load(notebook, name, model, cfg, log=log, folder=folder)
+        knn = f", kNN {history.knn[-1]:.3f} at its end" if history.knn else ""
+        print(f"{name}: replayed the recorded run ({replay_path(notebook, name, cfg.profile, folder).name}, sha256 "
+              f"checked): {history.steps} steps, {history.epochs:g} epochs, {history.wall_time_s:.0f} s of training "
+              f"where it was recorded{knn}; the evaluations run here on its weights")
+        LivePlot().on_train_end(history)  # its loss curve, as the live plot ends a training in a notebook
+        return history
+    history = train_fn()
+    if replay == "record":
+        path = record(notebook, name, model, cfg, history, keep=keep, log=log, folder=folder)
+        print(f"{name}: recorded the replay {path}")
+    return history

@@ -1,0 +1,140 @@
+"""Replay (issue 21, the classroom fast path): a notebook with REPLAY = True loads the trainings of a recorded run
+instead of training them and computes every evaluation on them; these tests check that the evaluations give the
+recorded numbers (at smoke from the test session's own recorded runs, at lesson from the committed replays), that
+the committed files match their checksums, and that every way a replay cannot be used says what to do."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import sslkit
+from sslkit import replay
+from sslkit.nbtools import notebook_parameters, run_notebook
+from sslkit.train import History
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+WITH_REPLAY = [p for p in NOTEBOOKS if "REPLAY" in notebook_parameters(p)]
+TIMING = re.compile(r"(^|_)(s|ms)(_|$)|images_per_s|speedup|seconds|latency")  # clock readings, not results
+COMMITTED = replay.REPLAY_DIR / replay.MANIFEST
+
+
+def test_the_long_lessons_have_a_replay_switch():
+    assert {p.name[:2] for p in WITH_REPLAY} >= {"03"}
+    for path in WITH_REPLAY:
+        assert notebook_parameters(path)["REPLAY"] == "False", path.name  # a class opts in; homework trains
+
+
+@pytest.mark.parametrize("path", WITH_REPLAY, ids=lambda p: p.name[:2])
+def test_a_replayed_smoke_run_gives_the_recorded_numbers(path, smoke_runs, tmp_path):
+    """The session's smoke run recorded its trainings (REPLAY = "record", conftest); the same notebook with
+    REPLAY = True loads them and must record every metric as the run that trained, clock readings included (they
+    are the recorded run's), and mark each training as replayed."""
+    _, recorded = smoke_runs.run(path)
+    again = tmp_path / "replayed.json"
+    executed = run_notebook(path, tmp_path / "replayed.ipynb",
+                            {"PROFILE": "smoke", "RESULTS_PATH": str(again), "REPLAY": True})
+    m0, m1 = (json.loads(p.read_text())["metrics"] for p in (recorded, again))
+    trainings = {k[len("train_s_"):] for k in m0 if k.startswith("train_s_")}
+    assert trainings, "the notebook records no training (train_s_<name>)"
+    assert {k for k in m1 if k.startswith("replayed_")} == {f"replayed_{name}" for name in trainings}
+    numbers = {k for k in m0 if not TIMING.search(k)}
+    assert {k: m1.get(k) for k in numbers} == {k: m0[k] for k in numbers}
+    text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if isinstance(o.get("text"), str))
+    assert text.count("replayed the recorded run") == len(trainings)
+
+
+@pytest.mark.skipif(not COMMITTED.exists(), reason="no replay is committed yet (results/replay/MANIFEST.json)")
+def test_the_committed_replays_match_their_checksums():
+    manifest = json.loads(COMMITTED.read_text())
+    files = {p.name for p in replay.REPLAY_DIR.glob("*.pt")}
+    assert files == set(manifest), "every committed replay is listed in MANIFEST.json, and only those"
+    for name, entry in manifest.items():
+        path = replay.REPLAY_DIR / name
+        assert path.stat().st_size == entry["bytes"] and replay.sha256(path) == entry["sha256"], name
+
+
+def _committed_lesson_replays():
+    if not COMMITTED.exists():
+        return []
+    return sorted(n for n in json.loads(COMMITTED.read_text()) if n.endswith(".lesson.pt"))
+
+
+@pytest.mark.parametrize("name", _committed_lesson_replays())
+def test_a_committed_lesson_replay_gives_the_recorded_evaluation(name):
+    """The weights of a committed replay, loaded into the network its recipe builds, give the kNN accuracy and
+    linear probe that the recorded lesson run wrote into results/<notebook>.lesson.json."""
+    from sslkit.evaluate import evaluate_backbone
+    from sslkit.recipes import RECIPES, build
+
+    notebook, run, profile = name[:-len(".pt")].split(".")
+    state = torch.load(replay.REPLAY_DIR / name, map_location="cpu", weights_only=True)
+    saved = json.loads(state["config"])
+    cfg = sslkit.Config(**{k: v for k, v in saved.items() if k != "extra"}, extra=saved["extra"])  # as recorded
+    method = build(RECIPES[cfg.recipe]["method"], cfg)
+    history = replay.load(notebook, run, method, cfg)
+    recorded = json.loads((ROOT / "results" / f"{notebook}.{profile}.json").read_text())["metrics"]
+    assert history.steps == recorded[f"steps_{run}"]
+    train_data, test_data = sslkit.load_split(cfg, "train"), sslkit.load_split(cfg, "test")
+    metrics = evaluate_backbone(method.backbone, train_data, test_data, prefix=run, seed=cfg.seed)
+    assert metrics[f"knn_{run}"] == recorded[f"knn_{run}"]
+    assert metrics[f"linear_{run}"] == recorded[f"linear_{run}"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what a replay refuses, and how it says so
+
+
+def _recorded(tmp_path, **cfg_values):
+    cfg = sslkit.make_config("smoke", **cfg_values)
+    net = torch.nn.Linear(3, 2)
+    history = History(losses=[1.0, 0.5], steps=2, total_steps=2, epochs=1.0, wall_time_s=1.0)
+    replay.record("demo", "net", net, cfg, history, keep=None, log={"curve": [1, 2]}, folder=tmp_path)
+    return cfg, net
+
+
+def test_a_replay_restores_weights_log_and_random_state(tmp_path):
+    torch.manual_seed(5)
+    cfg, net = _recorded(tmp_path)
+    after = torch.rand(3)  # what the cells after the recorded training drew
+    torch.manual_seed(99)
+    other, log = torch.nn.Linear(3, 2), {}
+    history = replay.load("demo", "net", other, cfg, log=log, folder=tmp_path)
+    assert history.replayed and history.losses == [1.0, 0.5] and log == {"curve": [1, 2]}
+    assert torch.equal(other.weight, net.weight) and torch.equal(torch.rand(3), after)
+
+
+def test_a_changed_replay_file_is_refused_with_its_fix(tmp_path):
+    cfg, _ = _recorded(tmp_path)
+    path = replay.replay_path("demo", "net", "smoke", tmp_path)
+    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    with pytest.raises(replay.ReplayError, match=r"does not match the sha256.*REPLAY = False"):
+        replay.load("demo", "net", torch.nn.Linear(3, 2), cfg, folder=tmp_path)
+
+
+def test_a_missing_replay_says_which_profile_has_one(tmp_path):
+    cfg = sslkit.make_config("smoke")
+    with pytest.raises(replay.ReplayError, match=r"no recorded training to replay at the smoke profile.*lesson"):
+        replay.load("demo", "net", torch.nn.Linear(3, 2), cfg, folder=tmp_path)
+
+
+def test_a_replay_recorded_with_other_values_names_them(tmp_path):
+    _recorded(tmp_path, lr=0.1)
+    with pytest.raises(replay.ReplayError, match=r"lr: recorded 0.1, yours 0.2"):
+        replay.load("demo", "net", torch.nn.Linear(3, 2), sslkit.make_config("smoke", lr=0.2), folder=tmp_path)
+
+
+def test_a_replay_of_another_network_names_the_mismatch(tmp_path):
+    cfg, _ = _recorded(tmp_path)
+    with pytest.raises(replay.ReplayError, match=r"shape mismatches"):
+        replay.load("demo", "net", torch.nn.Linear(4, 2), cfg, folder=tmp_path)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0, "True"])
+def test_the_replay_switch_takes_three_values(value):
+    with pytest.raises(ValueError, match=r"choose False \(train\), True .* or \"record\""):
+        replay.check_mode(value)
+    assert [replay.check_mode(v) for v in (None, False, True, "record")] == [False, False, True, "record"]
