@@ -119,6 +119,37 @@ def record(notebook: str, name: str, model, cfg, history, *, keep=("backbone",),
     return path
 
 
+def retime(notebook: str, profile: str, results_path: str | Path, folder: str | Path | None = None) -> list[str]:
+    """Give the replays of ``notebook`` at ``profile`` the clock readings of the recorded run in ``results_path``.
+
+    A lesson run recorded alone on 2 cores gives the times a notebook quotes; its trainings can be saved as replays
+    later by ``REPLAY = "record"`` (same code, same seed: the same weights and losses bit for bit, which the maintainer
+    checks metric by metric against that results file), on a machine busy with other work, so their clocks read
+    more. This sets each replay's ``wall_time_s`` (and ``images_per_s``) to the recorded run's ``train_s_<name>``,
+    after checking that the run took the same steps; returns the names it retimed.
+    """
+    from .checkpoint import _atomic_save, _read
+
+    metrics = json.loads(Path(results_path).read_text())["metrics"]
+    folder = replay_path(notebook, "x", profile, folder).parent
+    done = []
+    for path in sorted(folder.glob(f"{notebook}.*.{profile}.pt")):
+        name = path.name[len(notebook) + 1:-len(f".{profile}.pt")]
+        state = _read(path)
+        history = json.loads(state["history"])
+        if metrics.get(f"steps_{name}") != history["steps"]:
+            raise ReplayError(f"{name}: the replay took {history['steps']} steps, {results_path} says "
+                              f"{metrics.get(f'steps_{name}')}: not the same run")
+        wall = metrics[f"train_s_{name}"]
+        history["images_per_s"] *= history["wall_time_s"] / wall
+        history["wall_time_s"] = wall
+        state["history"] = json.dumps(history)
+        _atomic_save(state, path, "the replay saved there before is intact")
+        _write_manifest(folder, {path.name: {"sha256": sha256(path), "bytes": path.stat().st_size}})
+        done.append(name)
+    return done
+
+
 def load(notebook: str, name: str, model, cfg, *, log: dict | None = None, folder: str | Path | None = None):
     """Load the replay of training ``name`` into ``model`` (and ``log``), restore the random state after it, and
     return its ``History`` (``replayed`` True). ``ReplayError`` when the file is missing, does not match its sha256,
@@ -176,7 +207,7 @@ def train_or_replay(notebook: str, name: str, model, cfg, train_fn, replay=False
         from .callbacks import LivePlot
 
         history = load(notebook, name, model, cfg, log=log, folder=folder)
-        knn = f", kNN {history.knn[-1]:.3f} at its end" if history.knn else ""
+        knn = f", its live kNN monitor read {history.knn[-1]:.3f} at the end" if history.knn else ""
         print(f"{name}: replayed the recorded run ({replay_path(notebook, name, cfg.profile, folder).name}, sha256 "
               f"checked): {history.steps} steps, {history.epochs:g} epochs, {history.wall_time_s:.0f} s of training "
               f"where it was recorded{knn}; the evaluations run here on its weights")
