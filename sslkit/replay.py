@@ -63,7 +63,11 @@ def check_mode(replay) -> bool | str:
 def replay_path(notebook: str, name: str, profile: str, folder: str | Path | None = None) -> Path:
     """Where the replay of training ``name`` of ``notebook`` at ``profile`` lives: ``folder``, else
     ``$SSLKIT_REPLAY_DIR``, else the repository's ``results/replay/``."""
-    return Path(folder or os.environ.get(ENV_DIR) or REPLAY_DIR) / f"{notebook}.{name}.{profile}.pt"
+    return _folder(folder) / f"{notebook}.{name}.{profile}.pt"
+
+
+def _folder(folder: str | Path | None) -> Path:
+    return Path(folder or os.environ.get(ENV_DIR) or REPLAY_DIR)
 
 
 def sha256(path: str | Path) -> str:
@@ -91,10 +95,11 @@ def _kept(state: dict, keep) -> dict:
     return {k: v for k, v in state.items() if keep is None or k.split(".")[0] in keep}
 
 
-def _write_manifest(folder: Path, entry: dict) -> None:
-    path = folder / MANIFEST
+def _register(replay: Path) -> None:
+    """Write ``replay``'s sha256 and size into its folder's MANIFEST.json (atomically)."""
+    folder, path = replay.parent, replay.parent / MANIFEST
     manifest = json.loads(path.read_text()) if path.exists() else {}
-    manifest.update(entry)
+    manifest[replay.name] = {"sha256": sha256(replay), "bytes": replay.stat().st_size}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(dict(sorted(manifest.items())), f, indent=1)
@@ -115,7 +120,7 @@ def record(notebook: str, name: str, model, cfg, history, *, keep=("backbone",),
              "history": json.dumps(dataclasses.asdict(history)), "log": json.dumps(log or {}),
              "config": json.dumps(_comparable(cfg)), "rng": rng_state(), "torch": str(torch.__version__)}
     _atomic_save(state, path, "the replay saved there before is intact")
-    _write_manifest(path.parent, {path.name: {"sha256": sha256(path), "bytes": path.stat().st_size}})
+    _register(path)
     return path
 
 
@@ -131,7 +136,7 @@ def retime(notebook: str, profile: str, results_path: str | Path, folder: str | 
     from .checkpoint import _atomic_save, _read
 
     metrics = json.loads(Path(results_path).read_text())["metrics"]
-    folder = replay_path(notebook, "x", profile, folder).parent
+    folder = _folder(folder)
     done = []
     for path in sorted(folder.glob(f"{notebook}.*.{profile}.pt")):
         name = path.name[len(notebook) + 1:-len(f".{profile}.pt")]
@@ -145,7 +150,7 @@ def retime(notebook: str, profile: str, results_path: str | Path, folder: str | 
         history["wall_time_s"] = wall
         state["history"] = json.dumps(history)
         _atomic_save(state, path, "the replay saved there before is intact")
-        _write_manifest(folder, {path.name: {"sha256": sha256(path), "bytes": path.stat().st_size}})
+        _register(path)
         done.append(name)
     return done
 

@@ -44,11 +44,6 @@ def test_notebook_has_one_parameters_cell_after_its_title(path):
     assert params["PROFILE"] == '"lesson"', "the committed default profile is lesson"
 
 
-# notebooks whose code still passes its parameters on one by one; each leaves this set once it hands them on with
-# sslkit.parameters(globals()) (the strict xfail fails then, as a reminder)
-RELISTED = set()  # notebooks that still pass their parameters on one by one
-
-
 def relisted_parameters(path) -> dict:
     """{cell index: [NAME, ...]} of the code cells that pass three or more of the parameters cell's names on one by one
     (``name=NAME`` or ``NAME=NAME``)."""
@@ -82,8 +77,7 @@ def test_relisted_parameters_finds_a_listing(tmp_path):
     assert relisted_parameters(path) == {2: ["LR", "SEED", "WIDTH"]}
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
-    p.stem in RELISTED, strict=True, reason="passes its parameters on one by one")) for p in NOTEBOOKS], ids=IDS)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_lists_each_knob_once(path):
     """The parameters cell lists each knob once, with its comment; the code hands them all on with
     ``sslkit.parameters(globals())`` instead of listing them again (a knob added to one list and not the other
