@@ -37,7 +37,8 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.deploy``: ONNX export, int8 quantization, latency, distillation, pruning, model cards
 - ``sslkit.exercises``: the notebooks' exercises and the checks that say what to fix
 - ``sslkit.bench``: ``python -m sslkit.bench NAME``; ``sslkit.databench``: its data benchmarks and memory probe;
-  ``sslkit.trainbench``: training throughput (notebook 05's table, ``bench train``)
+  ``sslkit.trainbench``: training throughput (notebook 05's table, ``bench train``); ``sslkit.stepbench``: a lesson's
+  training step taken apart (``bench step``)
 - ``sslkit.nbtools``: running, stripping and making student versions of notebooks
 - ``sslkit.book``: the lessons as a static HTML site with their figures and recorded numbers (``make book``);
   ``sslkit.bookpages``: the HTML of its pages
@@ -63,7 +64,7 @@ _EXPORTS = {
 _SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune", "deploy",
                "imagefiles", "prepared", "databench", "book", "exercises", "callbacks", "optim", "speed", "resume",
                "supervised", "recipes", "cli", "labels", "imageops", "bookpages", "datasets", "folders", "trainbench",
-               "probe", "replay"}
+               "probe", "replay", "stepbench"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

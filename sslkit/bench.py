@@ -7,12 +7,13 @@ notebooks' results files), never from prose. Each benchmark records the machine 
     python -m sslkit.bench augment     # two views per image: lightly's PIL path vs the batched path
     python -m sslkit.bench ssl_epoch   # one SimCLR epoch: sslkit's path vs lightly's DataLoader path
     python -m sslkit.bench train       # training steps: sslkit's fastest settings vs a lightly-example loop
+    python -m sslkit.bench step        # a lesson step taken apart: FLOPs, phases, operators, CPU options
     python -m sslkit.bench data        # prepared (memory-mapped) data: preparation, throughput, memory
     python -m sslkit.bench deploy      # notebook 09's model: size and latency, torch vs ONNX fp32 vs int8
     python -m sslkit.bench --list
 
 Groups of benchmarks live apart: ``sslkit.trainbench`` (training throughput: notebook 05's table
-and ``bench train``), ``sslkit.databench`` (``bench data``).
+and ``bench train``), ``sslkit.stepbench`` (``bench step``), ``sslkit.databench`` (``bench data``).
 """
 
 from __future__ import annotations
@@ -245,6 +246,16 @@ def bench_train(args) -> dict:
     return run(args)
 
 
+@benchmark
+def bench_step(args) -> dict:
+    """A lesson's training step taken apart: FLOPs per image, phases, top operators, threads, CPU speed options.
+
+    ``sslkit.stepbench`` says what each figure is; ``--recipe`` picks the lesson recipe (default simclr)."""
+    from .stepbench import bench_step as run
+
+    return run(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sslkit.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,9 +268,10 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=15, help="supervised epochs for the calibration")
     parser.add_argument("--device", default="auto", help="train: auto, cpu, cuda or mps")
     parser.add_argument("--batch-size", type=int, help="train: default 128 on a CPU, 512 on a GPU")
-    parser.add_argument("--steps", type=int, default=10, help="train: steps measured (after 2 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=10, help="train, step: steps measured (after 2 warm-up steps)")
     parser.add_argument("--workers", type=int, help="train: DataLoader workers of the lightly loop (CPU 2, GPU 8)")
     parser.add_argument("--compile", action="store_true", help="train: also try torch.compile on a CPU (minutes)")
+    parser.add_argument("--recipe", help="step: the lesson recipe whose step is taken apart (default simclr)")
     args = parser.parse_args(argv)
     if args.list or not args.name:
         for name, fn in BENCHMARKS.items():

@@ -270,6 +270,10 @@ def load_or_train(name: str, model, cfg, train_fn, use_checkpoint: bool = True, 
     if state is not None:
         metrics = {k: round(v, 3) if isinstance(v, float) else v for k, v in state.get("metrics", {}).items()}
         print(f"{what}: loaded {path}" + (f" (its metrics there: {metrics})" if metrics else ""))
+        saved_seed = state.get("config", {}).get("seed")
+        if saved_seed is not None and saved_seed != cfg.seed:  # numbers then differ from a run that trains it here
+            print(f"{what}: trained with seed {saved_seed}, this run's seed is {cfg.seed}; to train it with this seed, "
+                  f"delete {path} or set USE_CHECKPOINTS = False (use_checkpoint=False)")
         return model, state
     print(f"{what}: {why} training it here instead")
     return train_fn(), None

@@ -226,6 +226,47 @@ def recorded_metrics(notebook: str, profile: str = "lesson") -> dict | None:
     return load_results(path)["metrics"] if path.is_file() else None
 
 
+def recorded_seeds(notebook: str, profile: str = "lesson") -> dict[int, dict]:
+    """The metrics of every committed run of ``notebook`` at ``profile``, by seed: the reference run
+    (``results/<notebook>.<profile>.json``, seed 0) and the same run with other seeds (``results/seeds/
+    <notebook>.<profile>.seed<N>.json``). Empty when the repository has none."""
+    runs = {}
+    reference = recorded_metrics(notebook, profile)
+    if reference is not None:
+        path = RECORDED / f"{notebook}.{profile}.json"
+        runs[int(load_results(path)["config"].get("seed", 0)) if path.is_file() else 0] = reference
+    for path in sorted((RECORDED / "seeds").glob(f"{notebook}.{profile}.seed*.json")):
+        r = load_results(path)
+        runs[int(r["config"]["seed"])] = r["metrics"]
+    return dict(sorted(runs.items()))
+
+
+def _seed_range(runs: dict[int, float], digits: int) -> tuple[str, str]:
+    seeds = sorted(runs)
+    named = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+    return f"seeds {named}", f"{min(runs.values()):.{digits}f} to {max(runs.values()):.{digits}f}"
+
+
+def seed_spread(notebook: str, keys: dict[str, str], profile: str = "lesson", digits: int = 3) -> str:
+    """How the committed lesson run of ``notebook`` varies with the seed, for a notebook's "what you just saw" cells:
+    one line with the range of each metric in ``keys`` (label -> metric name) over the recorded seeds, e.g.
+    ``"the lesson run on seeds 0-2: rotation kNN 0.456 to 0.633, jigsaw kNN 0.291 to 0.306"``. "" when fewer than
+    two recorded runs hold a metric (then there is no spread to show).
+
+    >>> seed_spread("no_such_notebook", {"kNN": "knn"})
+    ''
+    """
+    runs = recorded_seeds(notebook, profile)
+    parts, named = [], None
+    for label, key in keys.items():
+        values = {seed: m[key] for seed, m in runs.items() if key in m}
+        if len(values) < 2:
+            return ""
+        named, span = _seed_range(values, digits)
+        parts.append(f"{label} {span}")
+    return f"the lesson run on {named}: " + ", ".join(parts) if parts else ""
+
+
 def environment_report() -> str:
     """A few lines on what this kernel runs on: versions, device, CPU threads, GPU if any."""
     from .config import resolve_device

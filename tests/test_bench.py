@@ -15,3 +15,45 @@ def test_unknown_benchmark_is_a_clear_error():
     proc = subprocess.run([sys.executable, "-m", "sslkit.bench", "datset"], capture_output=True, text=True)
     assert proc.returncode != 0 and "unknown benchmark 'datset'; choose one of: " in proc.stderr
     assert all(name in proc.stderr for name in BENCHMARKS)
+
+
+def test_step_flops_counts_a_known_network():
+    """FLOPs of a forward and backward pass: a linear map of the flattened views costs 2 x B x in x out forward, and
+    the same again backward for its weight's gradient (the views need none), for each of the two views."""
+    import torch
+
+    from sslkit.stepbench import step_flops
+
+    class Linear(torch.nn.Module):
+        augment = None  # sslkit.augment's default views
+
+        def __init__(self, size, out):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * size * size, out, bias=False)
+
+        def loss(self, x0, x1):
+            return self.fc(x0.flatten(1)).square().mean() + self.fc(x1.flatten(1)).square().mean()
+
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)  # the default views: 32 px
+    net = Linear(32, 5)
+    assert step_flops(net, images) == 2 * (2 + 2) * 4 * (3 * 32 * 32) * 5
+    assert all(p.grad is None for p in net.parameters())  # the count leaves no gradients behind
+
+
+def test_step_benchmark_takes_the_lesson_step_apart(capsys, monkeypatch):
+    """``bench step`` on notebook 02's SimCLR lesson step: the work per image near the 42 MFLOP issue 21 counted by
+    hand, phases that add up, operators sorted by their share, and every CPU speed option measured."""
+    monkeypatch.delenv("SSLKIT_PROFILE", raising=False)  # the suite runs at smoke (conftest.py); this is the lesson step
+    assert main(["step", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    b = json.loads(out)  # stdout is the one JSON object (the table of speed options goes to stderr)
+    assert b["recipe"] == "simclr" and b["profile"] == "lesson" and b["batch_size"] == 128 and b["view_size"] == 24
+    assert 35 <= b["mflop_per_image_fwd_bwd"] <= 55
+    assert set(b["phases_ms"]) == {"views", "forward", "backward", "optimizer"}
+    assert all(v > 0 for v in b["phases_ms"].values()) and abs(sum(b["phase_shares"].values()) - 1) < 0.01
+    shares = [op["share"] for op in b["top_operators"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.001
+    assert any("convolution" in op["op"] for op in b["top_operators"])
+    assert set(b["optimizer_ms"]) == {"for-loop", "foreach", "fused"}
+    assert set(b["speed_options"]) == {"fp32 (plain)", "channels_last", "bf16", "bf16 + channels_last"}
+    assert b["speed_options"]["fp32 (plain)"]["speedup"] == 1.0 and 0 < b["share_of_matmul_rate"]

@@ -146,6 +146,22 @@ def test_load_or_train_loads_a_fitting_checkpoint_and_says_so(tmp_path, capsys):
     assert "{'knn': 0.712, 'train_s': 12.0}" in out and "training" not in out
 
 
+def test_load_or_train_says_when_the_checkpoint_was_trained_with_another_seed(tmp_path, capsys):
+    """A run with SEED = 1 that loads a backbone trained with seed 0 gives other numbers than the recorded seed-1 run:
+    it loads (the checkpoint fits) and says so, with how to train it with this seed."""
+    import dataclasses
+
+    save_model("net", _model(), _smoke_cfg(), folder=tmp_path)
+    load_or_train("net", _model(), _smoke_cfg(), _Trainer(_model), folder=tmp_path)
+    assert "seed" not in capsys.readouterr().out  # the same seed: nothing to say
+    other = dataclasses.replace(_smoke_cfg(), seed=_smoke_cfg().seed + 1)
+    _, state = load_or_train("net", _model(), other, _Trainer(_model), folder=tmp_path)
+    assert state is not None
+    out = capsys.readouterr().out
+    assert f"net: trained with seed {_smoke_cfg().seed}, this run's seed is {other.seed}; to train it with this seed, " \
+           f"delete {model_path('net', 'smoke', tmp_path)} or set USE_CHECKPOINTS = False" in out
+
+
 def test_load_or_train_trains_when_the_checkpoint_is_missing_or_switched_off(tmp_path, capsys):
     cfg = _smoke_cfg()
     trainer = _Trainer(lambda: nn.Linear(4, 2))

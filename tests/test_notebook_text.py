@@ -41,7 +41,7 @@ QUOTES = {
                    "supervised {cam_in_mask_supervised:.3f}; objects cover {mask_fraction:.3f} of the pixels",
                    "*uncentred* prototypes scores {cam_in_mask_random_init_uncentered:.3f}, above SimCLR"],
     "07_finetune": ["the committed lesson run: {acc_scratch_10:.3f} at 10 labels per class, {acc_scratch_50:.3f} at 50",
-                    "at least 20 points better ({acc_ssl_finetune_10:.3f})",
+                    "at least 20 points better ({acc_ssl_finetune_10:.3f};",
                     "does not close ({acc_ssl_finetune_all:.3f} against {acc_scratch_all:.3f}",
                     "({shift_drop_ssl_finetune_all:.3f} against {shift_drop_scratch_all:.3f} with all labels)",
                     "lesson run: {acc_pseudolabel_10:.3f} against the linear probe's {acc_ssl_linear_10:.3f})"],
@@ -64,3 +64,21 @@ def test_quoted_numbers_are_the_recorded_ones(notebook, quote):
     expected = re.sub(r"\s+", " ", quote.format(**metrics))
     assert expected in _markdown(notebook), f"{notebook}'s markdown does not say: {expected!r}"
 
+
+
+# Phrases quoting the same lesson run with another seed (results/seeds/<notebook>.lesson.seed<N>.json): (seed, phrase)
+SEED_QUOTES = {
+    "02_contrastive": [(1, "the same run with `SEED = 1`: SimCLR {knn_simclr:.3f}, MoCo v2 {knn_moco:.3f}")],
+    "04_masked": [(1, "the same run with `SEED = 1`: {finetune_mae_10pct:.3f} against {finetune_scratch_10pct:.3f}")],
+    "06_gradcam": [(1, "the same run with `SEED = 1`: random weights {cam_in_mask_random_init:.3f}, SimCLR "
+                       "{cam_in_mask_ssl:.3f}")],
+    "07_finetune": [(1, "the same run with `SEED = 1`: {acc_ssl_finetune_10:.3f} against {acc_scratch_10:.3f}")],
+}
+SEED_CASES = [(nb, seed, q) for nb, quotes in SEED_QUOTES.items() for seed, q in quotes]
+
+
+@pytest.mark.parametrize("notebook,seed,quote", SEED_CASES, ids=[f"{nb}-seed{s}" for nb, s, _ in SEED_CASES])
+def test_quoted_numbers_of_other_seeds_are_the_recorded_ones(notebook, seed, quote):
+    metrics = load_results(ROOT / "results" / "seeds" / f"{notebook}.lesson.seed{seed}.json")["metrics"]
+    expected = re.sub(r"\s+", " ", quote.format(**metrics))
+    assert expected in _markdown(notebook), f"{notebook}'s markdown does not say: {expected!r}"

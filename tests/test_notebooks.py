@@ -95,6 +95,25 @@ def test_notebook_runs_at_smoke(path, smoke_runs):
     assert all(math.isfinite(v) for v in results["metrics"].values())
 
 
+SPREAD = [p for p in NOTEBOOKS if "seed_spread(" in p.read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("path", SPREAD, ids=[p.stem for p in SPREAD])
+def test_what_you_just_saw_quotes_the_spread_over_the_recorded_seeds(path, smoke_runs):
+    """Issue 22: after an experiment the learner reads their run beside the recorded lesson run and how much the seed
+    alone moves it, once results/seeds/ holds the lesson run with another seed."""
+    from sslkit.results import recorded_seeds
+
+    seeds = sorted(recorded_seeds(path.stem))
+    if len(seeds) < 2:
+        pytest.skip(f"{path.stem} is recorded on seed {seeds} only: no spread to quote yet")
+    executed, _ = smoke_runs.run(path)
+    nb = json.loads(Path(executed).read_text(encoding="utf-8"))
+    printed = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
+                      for c in nb["cells"] for o in c.get("outputs", []))
+    named = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+    assert f"the lesson run on seeds {named}: " in printed, f"{path.stem}: no spread over seeds {named} printed"
+
 def test_failing_cell_is_reported_with_source_and_error(tmp_path):
     nb = {"cells": [
         {"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]}, "source": "PROFILE = 'lesson'\nRESULTS_PATH = None",

@@ -147,6 +147,50 @@ def test_non_contrastive_lesson_results():
         [m["std_prediction_simsiam"] * 128**0.5, m["std_prediction_simsiam_no_stopgrad"] * 128**0.5], abs=0.0051)
 
 
+# Issue 21's headline targets, checked on every recorded seed (results/ is seed 0, results/seeds/ the others)
+def _base(m):
+    return max(m["knn_raw_pixels"], m["knn_random_init"])
+
+
+SEED_TARGETS = {
+    "02_contrastive": lambda m: m["knn_simclr"] >= _base(m) + 0.30 and m["knn_simclr_no_color_jitter"] < m["knn_simclr"]
+    and m["knn_moco"] > _base(m),
+    "03_non_contrastive": lambda m: all(m[f"knn_{k}"] >= _base(m) + 0.30
+                                        for k in ("byol", "simsiam", "dino", "barlowtwins", "vicreg"))
+    and m["std_prediction_simsiam"] * 128**0.5 > 0.5 and m["std_prediction_simsiam_no_stopgrad"] * 128**0.5 < 0.2,
+    "04_masked": lambda m: m["finetune_mae_10pct"] >= m["finetune_scratch_10pct"] + 0.10,
+    "06_gradcam": lambda m: m["cam_in_mask_ssl"] >= 1.5 * m["cam_in_mask_random_init"],
+    "07_finetune": lambda m: m["acc_ssl_finetune_10"] >= m["acc_scratch_10"] + 0.20,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_TARGETS))
+def test_targets_hold_on_every_recorded_seed(name):
+    """Every recorded seed of a lesson meets the targets issue 21 lists for it (02: SimCLR far over the baselines, the
+    colour-jitter ablation lower, MoCo over the baselines; 03: each method 30 points over both baselines, SimSiam
+    spread with the stop-gradient and collapsed without; 04: MAE fine-tuned 10 points over scratch; 06: SimCLR's
+    CAM energy in the mask 1.5x random init's; 07: 20 points over scratch with 10 labels per class). 02's 0.72 and
+    MoCo within 10 points are checked apart, below."""
+    runs = _seed_runs(name)
+    failed = [seed for seed, m in runs.items() if not SEED_TARGETS[name](m)]
+    assert not failed, f"{name}: the targets fail on seeds {failed}"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21, measured: notebook 02's SimCLR reaches kNN 0.7055 on seed 0 and "
+                   "0.5935 on seed 1 (target 0.72 on every seed), MoCo v2 0.4005 and 0.3445, 30.5 and 24.9 points "
+                   "behind (target: within 10); strict: remove the mark when the recipes meet them")
+def test_contrastive_issue_21_targets_on_every_recorded_seed():
+    for seed, m in _seed_runs("02_contrastive").items():
+        assert m["knn_simclr"] >= 0.72 and m["knn_moco"] >= m["knn_simclr"] - 0.10, seed
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21 asks for seeds 0, 1 and 2 of every lesson that trains; recorded so "
+                   "far: 01 all three; 02, 03, 04, 06 and 07 seeds 0 and 1, 02, 04, 06 and 07 seed 2 did not fit "
+                   "the session (about 35 minutes alone), nor 03's (35 minutes)")
+def test_every_training_lesson_is_recorded_on_seeds_0_to_2():
+    for name in ("01_pretext", *SEED_TARGETS):
+        assert set(_seed_runs(name)) == {0, 1, 2}, name
+
 def test_gradcam_lesson_results():
     m, wall = _lesson("06_gradcam")
     assert m["cam_in_mask_ssl"] >= 1.5 * m["cam_in_mask_random_init"]
@@ -217,6 +261,20 @@ def test_deploy_benchmark_recorded():
     assert all(b[f"ms_{m}_b{n}"] > 0 for m in ("torch_fp32", "onnx_fp32", "onnx_int8") for n in (1, 64))
     assert b["threads"] >= 1 and b["hardware"]["cpu"] and b["versions"]["torch"]
 
+
+
+def test_step_benchmark_recorded():
+    """Issue 21, item 3: notebook 02's SimCLR lesson step taken apart on the machine the lessons are timed on (all
+    its cores, no GPU): the work per image near what the issue counted by hand, the phases, the operators, what each
+    CPU option buys."""
+    b = _bench("step")
+    assert b["recipe"] == "simclr" and b["profile"] == "lesson" and b["hardware"]["gpu"] is None
+    assert b["torch_threads"] == b["hardware"]["cpu_cores"] and b["steps"] >= 10
+    assert 40 <= b["mflop_per_image_fwd_bwd"] <= 50  # the issue: about 42 MFLOP per image, forward and backward
+    assert abs(sum(b["phase_shares"].values()) - 1) < 0.01
+    assert 0 < b["share_of_matmul_rate"] < 1 and b["top_operators"][0]["share"] >= b["top_operators"][-1]["share"]
+    assert b["speed_options"]["fp32 (plain)"]["speedup"] == 1.0 and len(b["speed_options"]) == 4
+    assert set(b["optimizer_ms"]) == {"for-loop", "foreach", "fused"} and b["speedup_all_threads_over_one"] > 0
 
 NOTEBOOKS = sorted(p.stem for p in (RESULTS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 

@@ -66,3 +66,26 @@ def test_re_recording_a_reference_run_compares_with_the_run_it_replaces(tmp_path
     new.record("knn_rotation", 0.6)
     assert results_module.recorded_metrics("01_pretext") == {"knn_jigsaw": 0.305}  # the run before
     assert results_module.load_results(new.path)["metrics"] == {"knn_rotation": 0.6}
+
+
+def test_seed_spread_gives_the_range_over_the_recorded_seeds(tmp_path, monkeypatch):
+    """The "what you just saw" cells quote how the lesson run varies with the seed: seed 0 from results/, the other
+    seeds from results/seeds/; nothing when there is no second seed, or when one seed lacks the metric."""
+    import sslkit.results as results_module
+
+    monkeypatch.setattr(results_module, "RECORDED", tmp_path)
+    monkeypatch.setattr(results_module, "_REPLACED", {})
+    keys = {"SimCLR kNN": "knn_simclr", "MoCo kNN": "knn_moco"}
+    Results("02_contrastive", {"profile": "lesson", "seed": 0}, tmp_path / "02_contrastive.lesson.json").update(
+        {"knn_simclr": 0.7135, "knn_moco": 0.4})
+    assert results_module.seed_spread("02_contrastive", keys) == ""  # one run: no spread
+    for seed, simclr, moco in ((2, 0.69, 0.45), (1, 0.725, 0.38)):
+        Results("02_contrastive", {"profile": "lesson", "seed": seed},
+                tmp_path / "seeds" / f"02_contrastive.lesson.seed{seed}.json").update({"knn_simclr": simclr, "knn_moco": moco})
+    assert list(results_module.recorded_seeds("02_contrastive")) == [0, 1, 2]
+    assert results_module.seed_spread("02_contrastive", keys) == \
+        "the lesson run on seeds 0-2: SimCLR kNN 0.690 to 0.725, MoCo kNN 0.380 to 0.450"
+    assert results_module.seed_spread("02_contrastive", {"kNN": "knn_simclr"}, digits=2) == \
+        "the lesson run on seeds 0-2: kNN 0.69 to 0.72"
+    assert results_module.seed_spread("02_contrastive", {"kNN": "knn_simclr", "other": "knn_byol"}) == ""
+    assert results_module.seed_spread("03_non_contrastive", keys) == ""  # another notebook's seeds are not these
