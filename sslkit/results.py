@@ -230,11 +230,8 @@ def recorded_seeds(notebook: str, profile: str = "lesson") -> dict[int, dict]:
     """The metrics of every committed run of ``notebook`` at ``profile``, by seed: the reference run
     (``results/<notebook>.<profile>.json``, seed 0) and the same run with other seeds (``results/seeds/
     <notebook>.<profile>.seed<N>.json``). Empty when the repository has none."""
-    runs = {}
     reference = recorded_metrics(notebook, profile)
-    if reference is not None:
-        path = RECORDED / f"{notebook}.{profile}.json"
-        runs[int(load_results(path)["config"].get("seed", 0)) if path.is_file() else 0] = reference
+    runs = {} if reference is None else {0: reference}  # the reference runs are recorded with seed 0
     for path in sorted((RECORDED / "seeds").glob(f"{notebook}.{profile}.seed*.json")):
         r = load_results(path)
         runs[int(r["config"]["seed"])] = r["metrics"]
@@ -257,7 +254,7 @@ def seed_spread(notebook: str, keys: dict[str, str], profile: str = "lesson", di
     ''
     """
     runs = recorded_seeds(notebook, profile)
-    parts, named = [], None
+    parts, named = [], ""
     for label, key in keys.items():
         values = {seed: m[key] for seed, m in runs.items() if key in m}
         if len(values) < 2:
