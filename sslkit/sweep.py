@@ -324,13 +324,12 @@ def experiment_notebook(path) -> Path:
     import nbformat
 
     path = Path(path)
-    knobs = [name for name in EXPERIMENT_PARAMETERS if name not in ("PROFILE", "RESULTS_PATH", "NOTEBOOK_VALUES",
-                                                                     "METHOD")]
     parameters = "\n".join(f"{name} = {default}  # {comment}" for name, (default, comment)
                            in EXPERIMENT_PARAMETERS.items())
-    code = ("import sslkit\nfrom sslkit.sweep import run_experiment\n\n"
-            "cfg = sslkit.make_config(PROFILE, notebook=NOTEBOOK_VALUES, "
-            + ", ".join(f"{k.lower()}={k}" for k in knobs) + ")\n"
+    code = ("import sslkit\nfrom sslkit.config import NOT_KNOBS\nfrom sslkit.sweep import run_experiment\n\n"
+            "# every knob of the parameters cell (None: the profile's value) but the notebook's values and the method\n"
+            "knobs = sslkit.parameters(globals(), exclude=(*NOT_KNOBS, \"NOTEBOOK_VALUES\", \"METHOD\"))\n"
+            "cfg = sslkit.make_config(PROFILE, notebook=NOTEBOOK_VALUES, **knobs)\n"
             "results = sslkit.Results(\"experiment\", {**cfg.to_dict(), \"method\": METHOD}, RESULTS_PATH)\n"
             "metrics = run_experiment(METHOD, cfg, results)\n"
             "print(METHOD, cfg.dataset, {k: round(v, 4) for k, v in metrics.items()})")

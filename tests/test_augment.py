@@ -283,6 +283,24 @@ def test_a_seed_fixes_the_views():
     assert not torch.equal(x0, two_views(images, DEFAULT, generator=4)[0])
 
 
+@pytest.mark.parametrize("threads, n", [(2, 128), (3, 50), (2, 33), (4, 70)])  # groups of 16 boxes or more
+def test_views_are_the_same_bit_for_bit_on_any_number_of_threads(threads, n):
+    """The crops are shared among torch's threads (a group of boxes each): a wrong split (a box dropped, twice,
+    or out of order) or a thread-dependent result would change the views."""
+    images = colour_noise(n)
+    params = dataclasses.replace(DEFAULT, image_size=24, blur_prob=0.5, solarize_prob=0.2)
+    one = two_views(images, params, generator=5)
+    torch.set_num_threads(threads)
+    try:
+        many = two_views(images, params, generator=5)
+        crops = multi_crop(images, dino_view_params(32, num_local=2), generator=1)
+    finally:
+        torch.set_num_threads(1)
+    assert all(torch.equal(a, b) for a, b in zip(one, many))
+    assert all(torch.equal(a, b) for a, b in zip(multi_crop(images, dino_view_params(32, num_local=2), generator=1),
+                                                 crops))
+
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -120,6 +120,8 @@ def test_run_experiment_and_its_notebook(tmp_path):
     nb = experiment_notebook(tmp_path / "x" / "experiment.ipynb")
     params = notebook_parameters(nb)
     assert list(params) == list(EXPERIMENT_PARAMETERS) and params["METHOD"] == '"simclr"'
+    from test_notebooks import relisted_parameters
+    assert relisted_parameters(nb) == {}  # the knobs handed on with sslkit.parameters(globals()), as in the lessons
 
 
 def test_a_time_budget_that_cuts_an_experiment_short_is_marked(tmp_path):
