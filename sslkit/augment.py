@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -248,13 +246,15 @@ def apply_params(images: torch.Tensor, drawn: dict[str, torch.Tensor], params: A
 
     Runs on the images' device. The views are normalised like ``sslkit.data.to_float``.
     """
+    from torchvision.ops import roi_align
+
     d = {k: v.to(images.device) for k, v in drawn.items()}
     b, s = len(images), params.image_size
     x = images.float() / 255  # (B, 3, H, W) in [0, 1]
     # crop and resize in one op: roi_align samples each output pixel bilinearly inside its box
     # (and averages several samples per pixel when it shrinks, which anti-aliases like PIL does)
     rois = torch.cat([torch.arange(b, device=x.device, dtype=x.dtype)[:, None], d["boxes"].to(x.dtype)], 1)  # (B, 5)
-    x = _crop_resize(x, rois, s)  # (B, 3, S, S)
+    x = roi_align(x, rois, output_size=s, spatial_scale=1.0, sampling_ratio=-1, aligned=True)  # (B, 3, S, S)
     # every other operation runs only on the views that drew it
     _apply_to(x, d["flip"], lambda v: v.flip(-1))
     # colour jitter: at step k, each jittered view gets the operation it drew for position k (a random order per view)
@@ -266,37 +266,6 @@ def apply_params(images: torch.Tensor, drawn: dict[str, torch.Tensor], params: A
     _apply_to(x, d["blur"], lambda v, sigma: imageops.gaussian_blur(v, sigma, params.blur_sigma[1]), d["sigma"])
     _apply_to(x, d["solarize"], lambda v: torch.where(v >= 128 / 255, 1 - v, v))
     return x.sub_(MEAN).div_(STD)  # as sslkit.data.to_float
-
-
-def _crop_resize(x: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
-    """roi_align of every box to ``size`` x ``size``; on the CPU the boxes are shared among torch's threads.
-
-    torchvision's CPU roi_align runs on one thread (it took most of a view's time in ``python -m sslkit.bench
-    step``); each box is computed on its own, so cutting the boxes into one group per thread gives the same
-    views bit for bit (``tests/test_augment.py``), sooner.
-    """
-    from torchvision.ops import roi_align
-
-    def crop(r):
-        return roi_align(x, r, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-
-    parts = min(torch.get_num_threads(), len(rois) // _MIN_BOXES_PER_THREAD)
-    if x.device.type != "cpu" or parts < 2:
-        return crop(rois)
-    groups = rois.tensor_split(parts)
-    futures = [_crop_pool(parts - 1).submit(crop, r) for r in groups[1:]]  # torch releases the GIL inside the op
-    return torch.cat([crop(groups[0])] + [f.result() for f in futures])
-
-
-_MIN_BOXES_PER_THREAD = 16  # below this a thread's start costs more than the boxes it would crop
-_POOL: dict = {}  # the worker threads of _crop_resize: {"pid": ..., "pool": ...}
-
-
-def _crop_pool(workers: int) -> ThreadPoolExecutor:
-    """Worker threads for _crop_resize, made again in a forked child (a fork copies no threads)."""
-    if _POOL.get("pid") != os.getpid() or _POOL["pool"]._max_workers < workers:
-        _POOL.update(pid=os.getpid(), pool=ThreadPoolExecutor(workers, thread_name_prefix="sslkit-views"))
-    return _POOL["pool"]
 
 
 def _apply_to(x, chosen, op, *per_view):

@@ -25,7 +25,8 @@ EXAMPLES = """examples:
 Each method trains the recipe of the notebook that teaches it (sslkit/recipes.py says every value and why), for its
 planned epochs: the same seed gives the same numbers on every machine. Flags and --set change single values. Re-running a command with the same --run-dir resumes the run where it stopped
 (Ctrl-C or SIGTERM save first). --set KEY=VALUE sets any Config field or knob: a method's (temperature=0.2,
-queue_size=4096, target_momentum=0.9: where a momentum network's schedule starts), the backbone's (width=8), the
+queue_size=4096, target_momentum=0.9: where a momentum network's schedule starts, symmetric=True: MoCo with both
+views as queries), the backbone's (width=8), the
 views' (min_crop=0.5, grayscale=0.5, jitter=0.5, view_size=24, or any AugmentParams field such as
 crop_scale=(0.5,1.0)), training's (precision, channels_last, compile, accumulate, lr_scaling, base_batch_size,
 optimizer, betas, momentum: SGD's, lr_schedule, keep_last)."""

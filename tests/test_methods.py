@@ -44,6 +44,36 @@ def test_bad_batch_and_queue_sizes_are_clear(images):
         make_method("moco", *_backbone(), queue_size=100).training_step(images, None)
 
 
+def test_symmetric_moco_makes_both_views_queries_against_the_queue_before_the_step(images):
+    """The oracle: MoCo's loss (cross-entropy of the positive key against the queued negatives, at the temperature)
+    written out for x0 -> x1 and x1 -> x0, both against the queue as it was before the step, averaged; afterwards both
+    views' keys are in the queue. A second criterion call would put x1's keys into the negatives of x1's queries."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    moco = make_method("moco", *_backbone(), queue_size=64, temperature=0.2, symmetric=True)
+    with pytest.raises(ValueError, match="queue_size=64 is not a multiple of twice the batch size 48"):
+        moco.check_batch_size(48)
+    x0, x1 = torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)
+    bank = moco.criterion.memory_bank.bank  # (64, out_dim): the queue of earlier keys, unit vectors
+    bank.copy_(F.normalize(torch.randn_like(bank), dim=1))
+    queue = bank.clone()
+    loss = moco.loss(x0, x1)
+
+    def direction(q, k):  # (B, d) queries and their keys against the queue: MoCo's InfoNCE
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], 1) / 0.2
+        return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
+
+    with torch.no_grad():
+        expected = 0.5 * (direction(moco(x0), moco.forward_momentum(x1)) + direction(moco(x1), moco.forward_momentum(x0)))
+        keys = F.normalize(torch.cat([moco.forward_momentum(x1), moco.forward_momentum(x0)]), dim=1)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    assert any(torch.allclose(bank[i:i + 32], keys, atol=1e-6) for i in range(0, 64, 32)), "both keys queued"
+    one_way = make_method("moco", *_backbone(), queue_size=64)
+    one_way.check_batch_size(48 // 3)  # a queue of a multiple of B suffices without symmetric
+
+
 @pytest.mark.parametrize("name", ["barlowtwins", "vicreg"])
 def test_batch_statistics_methods_refuse_a_batch_of_one(name, images):
     with pytest.raises(ValueError, match="at least 2 images"):

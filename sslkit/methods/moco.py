@@ -8,6 +8,10 @@ average of the online network (no gradient), which keeps the queued keys consist
 Shapes: views x0 (queries) and x1 (keys) (B, 3, S, S) -> q (B, out_dim) from the online network,
 k (B, out_dim) from the momentum network -> NT-Xent against the queue (queue_size, out_dim).
 
+``symmetric=True`` also makes x1 a query against x0's key and averages the two losses, as the MoCo authors' CIFAR-10
+demonstration does (facebookresearch/moco, ``colab/moco_cifar10_demo.ipynb``): every view is a query, as in SimCLR,
+for one more forward pass of each network per step; both keys enter the queue after the step.
+
 >>> import torch, sslkit
 >>> backbone, dim = sslkit.make_backbone("resnet_tiny")
 >>> method = MoCo(backbone, dim, queue_size=16)
@@ -33,7 +37,7 @@ from ..augment import AugmentParams, two_views
 class MoCo(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, temperature: float = 0.2, queue_size: int = 4096,
                  hidden_dim: int = 512, out_dim: int = 128, target_momentum: float | tuple[float, float] = 0.99,
-                 augment: AugmentParams | None = None):
+                 augment: AugmentParams | None = None, symmetric: bool = False):
         super().__init__()
         if queue_size < 1:
             raise ValueError(f"queue_size={queue_size}: MoCo needs a queue of at least one batch of keys")
@@ -47,6 +51,7 @@ class MoCo(nn.Module):
         self.queue_size = queue_size
         self.target_momentum = target_momentum_schedule(target_momentum)  # (start, end), e.g. (0.99, 1.0)
         self.augment = augment or AugmentParams()
+        self.symmetric = symmetric  # both views queries (the loss averaged), or x0 queries and x1 keys only
 
     def forward(self, x):
         return self.projection_head(self.backbone(x))  # queries (B, out_dim)
@@ -56,10 +61,13 @@ class MoCo(nn.Module):
         return self.projection_head_momentum(self.backbone_momentum(x))  # keys (B, out_dim)
 
     def check_batch_size(self, batch_size: int):
-        """The queue takes whole batches of keys: its size must be a multiple of the batch size."""
-        if self.queue_size % batch_size:
-            raise ValueError(f"queue_size={self.queue_size} is not a multiple of the batch size {batch_size}: the queue "
-                             f"would wrap mid-batch; use a queue of k * batch size (e.g. queue_size={16 * batch_size})")
+        """The queue takes whole batches of keys (two per step when symmetric): its size must be a multiple."""
+        keys = batch_size * (2 if self.symmetric else 1)
+        if self.queue_size % keys:
+            what = f"twice the batch size {batch_size} (symmetric: both views' keys)" if self.symmetric else \
+                f"the batch size {batch_size}"
+            raise ValueError(f"queue_size={self.queue_size} is not a multiple of {what}: the queue would wrap "
+                             f"mid-batch; use a queue of k * {keys} (e.g. queue_size={16 * keys})")
 
     def training_step(self, images, labels=None):
         self.check_batch_size(len(images))
@@ -67,7 +75,12 @@ class MoCo(nn.Module):
         return self.loss(x0, x1)
 
     def loss(self, x0, x1):
-        q, k = self(x0), self.forward_momentum(x1)  # (B, out_dim) each
+        if not self.symmetric:
+            return self.criterion(self(x0), self.forward_momentum(x1))  # queries and keys (B, out_dim) each
+        # both directions in one call, so both see the queue as it was before this step (a view's own key in it
+        # would be a negative that is the same image); the loss is the mean over the 2B queries, both keys queued
+        q = torch.cat([self(x0), self(x1)])  # (2B, out_dim): each view through the network on its own (BatchNorm)
+        k = torch.cat([self.forward_momentum(x1), self.forward_momentum(x0)])  # the other view's key, row by row
         return self.criterion(q, k)
 
     def on_step_end(self, step, total_steps):
