@@ -30,16 +30,12 @@ PHASES = ("views", "forward", "backward", "optimizer")
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     """GFLOP/s of an ``n`` x ``n`` float32 matrix product on the current threads, the best of ``repeats``: the rate
     these cores reach on the friendliest work there is, which a training step is compared with."""
+    from .bench import _timed
+
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)  # warm-up
-    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
+    best = min(_timed(torch.mm, a, b)[1] for _ in range(repeats))
     return 2 * n**3 / best / 1e9
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def step_flops(method, images) -> int:

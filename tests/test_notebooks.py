@@ -114,6 +114,7 @@ def test_what_you_just_saw_quotes_the_spread_over_the_recorded_seeds(path, smoke
     named = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
     assert f"the lesson run on seeds {named}: " in printed, f"{path.stem}: no spread over seeds {named} printed"
 
+
 def test_failing_cell_is_reported_with_source_and_error(tmp_path):
     nb = {"cells": [
         {"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]}, "source": "PROFILE = 'lesson'\nRESULTS_PATH = None",

@@ -269,7 +269,6 @@ def test_deploy_benchmark_recorded():
     assert b["threads"] >= 1 and b["hardware"]["cpu"] and b["versions"]["torch"]
 
 
-
 def test_step_benchmark_recorded():
     """Issue 21, item 3: notebook 02's SimCLR lesson step taken apart on the machine the lessons are timed on (all
     its cores, no GPU): the work per image near what the issue counted by hand, the phases, the operators, what each
@@ -282,6 +281,7 @@ def test_step_benchmark_recorded():
     assert 0 < b["share_of_matmul_rate"] < 1 and b["top_operators"][0]["share"] >= b["top_operators"][-1]["share"]
     assert b["speed_options"]["fp32 (plain)"]["speedup"] == 1.0 and len(b["speed_options"]) == 4
     assert set(b["optimizer_ms"]) == {"for-loop", "foreach", "fused"} and b["speedup_all_threads_over_one"] > 0
+
 
 NOTEBOOKS = sorted(p.stem for p in (RESULTS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
