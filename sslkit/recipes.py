@@ -151,7 +151,8 @@ RECIPES: dict[str, dict] = {
         method="barlowtwins", notebook="03_non_contrastive",
         smoke=dict(SMOKE_NET, **VIEWS, lambda_param=0.005),
         lesson=dict(LAPTOP_NET, **FORTY_EPOCHS, **ADAMW, jitter=0.5,
-                    lambda_param=0.0025),  # half lightly's weight of the off-diagonal terms, with weight decay 0.05
+                    lambda_param=0.0025,  # half lightly's weight of the off-diagonal terms, with weight decay 0.05
+                    lr_schedule="constant"),  # as DINO, BYOL and SimSiam: a cosine to 0 stops it learning too early
         full=dict(VIEWS, lambda_param=0.005),  # lightly's
     ),
     "vicreg": dict(

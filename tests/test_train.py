@@ -12,6 +12,7 @@ from torch import nn
 import sslkit
 from sslkit.augment import flip_and_translate
 from sslkit.optim import lr_at
+from sslkit.recipes import recipe
 from sslkit.supervised import Supervised, fit_supervised
 from sslkit.train import History, train
 
@@ -378,8 +379,12 @@ def test_compile_falls_back_to_eager_with_a_warning(small, monkeypatch):
 
 
 def test_a_constant_lr_schedule_keeps_the_peak_after_the_warm_up(small):
-    """The recipes of BYOL, SimSiam and DINO keep a constant lr after the warm-up (``lr_schedule``); Barlow Twins
-    and VICReg keep the cosine decay."""
+    """The lesson recipes of BYOL, SimSiam, DINO and Barlow Twins keep a constant lr after the warm-up
+    (``lr_schedule``); VICReg keeps the cosine decay."""
+    schedules = {m: recipe(m, "lesson").get("lr_schedule", "cosine") for m in ("byol", "simsiam", "dino", "barlowtwins",
+                                                                              "vicreg")}
+    assert schedules == {"byol": "constant", "simsiam": "constant", "dino": "constant", "barlowtwins": "constant",
+                         "vicreg": "cosine"}
     shared = ssl_cfg()
     own = ssl_cfg(lr_schedule="constant")
     flat = train(simclr(), small, own, progress=False).lrs
