@@ -247,7 +247,7 @@ def _seed_range(runs: dict[int, float], digits: int) -> tuple[str, str]:
 def seed_spread(notebook: str, keys: dict[str, str], profile: str = "lesson", digits: int = 3) -> str:
     """How the committed lesson run of ``notebook`` varies with the seed, for a notebook's "what you just saw" cells:
     one line with the range of each metric in ``keys`` (label -> metric name) over the recorded seeds, e.g.
-    ``"the lesson run on seeds 0-2: rotation kNN 0.456 to 0.633, jigsaw kNN 0.291 to 0.306"``. "" when fewer than
+    ``"the lesson run on seeds 0-2: rotation kNN 0.629 to 0.651, jigsaw kNN 0.303 to 0.333"``. "" when fewer than
     two recorded runs hold a metric (then there is no spread to show).
 
     >>> seed_spread("no_such_notebook", {"kNN": "knn"})

@@ -68,6 +68,8 @@ def test_quoted_numbers_are_the_recorded_ones(notebook, quote):
 
 # Phrases quoting the same lesson run with another seed (results/seeds/<notebook>.lesson.seed<N>.json): (seed, phrase)
 SEED_QUOTES = {
+    "01_pretext": [(1, "the same run with `SEED = 1`: rotation {knn_rotation:.3f}, jigsaw {knn_jigsaw:.3f}"),
+                   (2, "with `SEED = 2`: rotation {knn_rotation:.3f}, jigsaw {knn_jigsaw:.3f}")],
     "02_contrastive": [(1, "the same run with `SEED = 1`: SimCLR {knn_simclr:.3f}, MoCo v2 {knn_moco:.3f}"),
                        (2, "with `SEED = 2`: SimCLR {knn_simclr:.3f}, MoCo v2 {knn_moco:.3f}")],
     "03_non_contrastive": [(1, "the same run with `SEED = 1`: SimSiam {knn_simsiam:.2f}, BYOL {knn_byol:.2f}, VICReg "

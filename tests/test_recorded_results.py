@@ -93,9 +93,6 @@ def test_pretext_lesson_results():
     assert wall <= 300
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21, measured: on seed 2 jigsaw reaches kNN 0.291 against raw pixels' "
-                   "0.1465, 14.45 points (target 15); seed 1 15.25, seed 0 15.15. Notebook 01's jigsaw recipe needs "
-                   "more margin; strict: this fails once every seed meets the target, so remove the mark then")
 def test_pretext_targets_hold_on_every_recorded_seed():
     runs = _seed_runs("01_pretext")
     assert set(runs) == {0, 1, 2}
@@ -301,3 +298,28 @@ def test_header_time_matches_the_recorded_wall_time(name):
     assert said, f"{name}: no 'about N minutes' for the lesson profile in the header's Time paragraph"
     assert any(0.7 * n <= wall_min <= 1.3 * n for n in said), \
         f"{name}: the header says about {said} minutes, the committed lesson run took {wall_min:.1f} min"
+
+
+# issue 21's time limits at the lesson profile, each run alone on 2 CPU cores: every notebook within 12 minutes, the
+# whole sequence within 60. Strict marks for the limits measured and not met yet: remove each when its run meets it
+LESSON_LIMIT_S, SEQUENCE_LIMIT_S = 12 * 60, 60 * 60
+OVER_TIME = {
+    "02_contrastive": "issue 21, measured: 16.9 min (SimCLR and MoCo v2 40 epochs each, then the temperature, "
+                      "batch-size and colour-jitter ablations)",
+    "03_non_contrastive": "issue 21, measured: 33.8 min alone, 37.6 in the committed run (five methods of 40 "
+                          "epochs, 5 to 8 minutes each, and the collapse run)",
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=OVER_TIME[n]))
+                                  if n in OVER_TIME else n for n in NOTEBOOKS])
+def test_each_lesson_within_12_minutes(name):
+    wall = load_results(RESULTS / f"{name}.lesson.json")["wall_time_s"]
+    assert 0 < wall <= LESSON_LIMIT_S, f"{name}: the recorded lesson run took {wall / 60:.1f} min"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21, measured: the recorded lesson runs take 83 minutes in all (79 with notebook "
+                   "03 alone), 51 to 55 of them notebooks 02 and 03")
+def test_the_sequence_within_60_minutes():
+    total = sum(load_results(RESULTS / f"{n}.lesson.json")["wall_time_s"] for n in NOTEBOOKS)
+    assert total <= SEQUENCE_LIMIT_S, f"the recorded lesson runs take {total / 60:.1f} min in all"
