@@ -59,7 +59,7 @@ _EXPORTS = {
     "make_backbone": "models",
     "backbone_overrides": "models",
     "extract_features": "evaluate", "knn_accuracy": "evaluate",
-    "Results": "results", "load_results": "results",
+    "Results": "results", "load_results": "results", "is_complete": "results",
 }
 _SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune", "deploy",
                "imagefiles", "prepared", "databench", "book", "exercises", "callbacks", "optim", "speed", "resume",

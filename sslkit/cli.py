@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                        test.labels)
     knn_pixels = knn_accuracy(raw_pixels(bank), bank.labels, raw_pixels(test), test.labels)
     results.update({"knn": knn, "knn_raw_pixels": knn_pixels})
+    results.save()  # the run is done: the file is marked complete (a run stopped before stays unfinished)
     say(f"{history.steps} steps ({history.epochs:.2f} epochs) in {history.wall_time_s:.1f} s, "
         f"{history.images_per_s:.0f} images/s; kNN accuracy on the test split {knn:.3f} (raw pixels: "
         f"{knn_pixels:.3f}); results in {results.path}")

@@ -1,16 +1,22 @@
 """Results files: every notebook run records what it measured, with versions and hardware.
 
 A results file is JSON with the keys ``notebook``, ``profile``, ``config``, ``versions``,
-``hardware``, ``wall_time_s`` and ``metrics`` (a flat mapping of metric name to number). Tests,
-sweeps and the README read these files, never scraped cell output. The file is rewritten
-(atomically) after every ``record``, so a run that stops half-way keeps what it measured.
+``hardware``, ``wall_time_s``, ``metrics`` (a flat mapping of metric name to number) and ``complete``.
+Tests, sweeps and the README read these files, never scraped cell output. The file is rewritten
+(atomically) after every ``record``, so a run that stops half-way keeps what it measured; it says
+``"complete": false`` until the run's last step calls ``Results.save()`` (every notebook's last
+cell, the CLI after its evaluation), so a run that failed, or one still running, never leaves a file
+that looks finished.
 
 >>> import tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "demo.json")
 >>> res = Results("00_welcome", {"profile": "smoke"}, path)
 >>> res.record("knn_raw_pixels", 0.16)
->>> load_results(path)["metrics"]
-{'knn_raw_pixels': 0.16}
+>>> load_results(path)["metrics"], is_complete(load_results(path))
+({'knn_raw_pixels': 0.16}, False)
+>>> _ = res.save()  # the run is done
+>>> is_complete(load_results(path))
+True
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ def versions() -> dict:
 
 
 def hardware() -> dict:
-    """The CPU (model, cores, torch threads) and the GPU if there is one."""
+    """The CPU (model, cores, torch threads, the vector instructions torch's kernels use) and the GPU if there is
+    one. Two CPUs of one name can differ in speed severalfold ("AMD EPYC" with AVX-512 or with AVX2 only): a run's
+    time compares with another's only where ``cpu_capability`` agrees too."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -66,8 +74,9 @@ def hardware() -> dict:
                "count": torch.cuda.device_count()}
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         gpu = {"name": "Apple MPS"}
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "gpu": gpu}
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # e.g. AVX512, AVX2
+            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "gpu": gpu}
 
 
 def check_writable(path: str | Path) -> Path:
@@ -114,19 +123,20 @@ class Results:
         self.cut_short: dict[str, str] = {}
         self._start = time.perf_counter()
         self._versions, self._hardware = versions(), hardware()
+        self.complete = False  # True once the run's last step calls save()
         _keep_reference(self.path)  # recording a reference run: its notebook compares with the one it replaces
-        self.save()
+        self._write()
 
     def record(self, name: str, value) -> None:
-        """Record one metric and rewrite the file."""
+        """Record one metric and rewrite the file (still marked unfinished)."""
         self.metrics[name] = _number(name, value)
-        self.save()
+        self._write()
 
     def update(self, metrics: dict) -> None:
         """Record several metrics at once (e.g. the dict an evaluation returns)."""
         for name, value in metrics.items():
             self.metrics[name] = _number(name, value)
-        self.save()
+        self._write()
 
     def record_training(self, name: str, history, verbose: bool = True) -> None:
         """Record what training run ``name`` did: ``train_s_<name>``, ``steps_<name>``, ``epochs_<name>``, and
@@ -161,12 +171,19 @@ class Results:
     def as_dict(self) -> dict:
         out = {"notebook": self.notebook, "profile": self.config.get("profile"), "config": self.config,
                "versions": self._versions, "hardware": self._hardware,
-               "wall_time_s": round(time.perf_counter() - self._start, 2), "metrics": dict(self.metrics)}
+               "wall_time_s": round(time.perf_counter() - self._start, 2), "metrics": dict(self.metrics),
+               "complete": self.complete}
         if self.cut_short:  # runs a time budget stopped before their planned steps (record_training)
             out["cut_short"] = dict(self.cut_short)
         return out
 
     def save(self) -> Path:
+        """The run is done: write the file marked ``"complete": true`` (with the wall time so far) and return its
+        path. A notebook's last cell calls it; a run that stops before never reaches it."""
+        self.complete = True
+        return self._write()
+
+    def _write(self) -> Path:
         """Write the file atomically (temporary file, fsync, rename)."""
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
@@ -182,6 +199,12 @@ class Results:
 
     def __repr__(self):
         return f"Results({self.notebook!r}, path={str(self.path)!r}, metrics={self.metrics})"
+
+
+def is_complete(data: dict) -> bool:
+    """Whether a results file (as ``load_results`` returns it) is a finished run's: False while its run is still
+    going or when the run stopped before its end. Files written before sslkit marked this count as finished."""
+    return data.get("complete", True) is not False
 
 
 def load_results(path: str | Path) -> dict:
@@ -219,21 +242,27 @@ def _keep_reference(path: Path) -> None:
 def recorded_metrics(notebook: str, profile: str = "lesson") -> dict | None:
     """The metrics of the committed reference run of ``notebook`` (``results/<notebook>.<profile>.json`` of
     the repository), or None when there is none: what a notebook's "what you just saw" cells compare with.
-    While this process re-records that file, the run it replaces."""
+    While this process re-records that file, the run it replaces; while another process does (the file is not
+    complete yet), None."""
     path = RECORDED / f"{notebook}.{profile}.json"
     if path.resolve() in _REPLACED:
         return dict(_REPLACED[path.resolve()])
-    return load_results(path)["metrics"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    data = load_results(path)
+    return data["metrics"] if is_complete(data) else None
 
 
 def recorded_seeds(notebook: str, profile: str = "lesson") -> dict[int, dict]:
     """The metrics of every committed run of ``notebook`` at ``profile``, by seed: the reference run
     (``results/<notebook>.<profile>.json``, seed 0) and the same run with other seeds (``results/seeds/
-    <notebook>.<profile>.seed<N>.json``). Empty when the repository has none."""
+    <notebook>.<profile>.seed<N>.json``), finished runs only. Empty when the repository has none."""
     reference = recorded_metrics(notebook, profile)
     runs = {} if reference is None else {0: reference}  # the reference runs are recorded with seed 0
     for path in sorted((RECORDED / "seeds").glob(f"{notebook}.{profile}.seed*.json")):
         r = load_results(path)
+        if not is_complete(r):  # being recorded, or a recording that stopped: not a run to quote
+            continue
         runs[int(r["config"]["seed"])] = r["metrics"]
     return dict(sorted(runs.items()))
 

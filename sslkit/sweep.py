@@ -332,6 +332,7 @@ def experiment_notebook(path) -> Path:
             "cfg = sslkit.make_config(PROFILE, notebook=NOTEBOOK_VALUES, **knobs)\n"
             "results = sslkit.Results(\"experiment\", {**cfg.to_dict(), \"method\": METHOD}, RESULTS_PATH)\n"
             "metrics = run_experiment(METHOD, cfg, results)\n"
+            "results.save()  # the run is done: its results file is marked complete\n"
             "print(METHOD, cfg.dataset, {k: round(v, 4) for k, v in metrics.items()})")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python (sslkit)", "language": "python"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sslkit.config import make_config
-from sslkit.results import load_results
+from sslkit.results import is_complete, load_results
 from sslkit.cli import main, parse_settings
 from sslkit.recipes import build
 
@@ -85,9 +85,11 @@ def test_sigterm_saves_stops_with_status_143_and_the_same_command_resumes(tmp_pa
     assert main(command) == 143
     assert "stopped: SIGTERM after 3 of 8 steps" in capsys.readouterr().out
     assert load_results(results)["metrics"]["steps"] == 3 and "knn" not in load_results(results)["metrics"]
+    assert not is_complete(load_results(results))  # a stopped run's file does not look finished
     monkeypatch.setattr(sslkit.train, "train", real_train)
     assert main(command) == 0
     assert load_results(results)["metrics"]["resumed_from_step"] == 3 and "knn" in load_results(results)["metrics"]
+    assert is_complete(load_results(results))
 
 
 def test_settings_reach_the_method_the_backbone_and_the_views():

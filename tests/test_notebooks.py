@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sslkit.nbtools import NotebookError, notebook_parameters, run_notebook, unchecked_outputs
-from sslkit.results import REQUIRED_KEYS, load_results
+from sslkit.results import REQUIRED_KEYS, is_complete, load_results
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
@@ -90,6 +90,7 @@ def test_notebook_runs_at_smoke(path, smoke_runs):
     _, results_path = smoke_runs.run(path)  # executed once per session (the book test builds from the same runs)
     results = load_results(results_path)  # raises on missing keys or non-finite metrics
     assert set(REQUIRED_KEYS) <= set(results)
+    assert is_complete(results), f"{path.name}: the last cell does not call results.save() (the file looks unfinished)"
     assert results["notebook"] == path.stem and results["profile"] == "smoke"
     assert results["metrics"], f"{path.name} recorded no metrics"
     assert all(math.isfinite(v) for v in results["metrics"].values())

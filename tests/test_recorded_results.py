@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sslkit.results import load_results
+from sslkit.results import is_complete, load_results
 
 RESULTS = Path(__file__).parents[1] / "results"
 
@@ -77,12 +77,14 @@ def _seed_runs(name):
 
 
 def test_every_recorded_lesson_run_trained_its_plan():
-    """Issue 21: the recorded runs are planned in epochs; no time budget cut any of their trainings short."""
+    """Issue 21: the recorded runs are planned in epochs; no time budget cut any of their trainings short; each
+    recording ran to its end."""
     paths = sorted(RESULTS.glob("[0-9][0-9]_*.lesson.json")) + sorted(SEEDS.glob("*.json"))
     for path in paths:
         r = load_results(path)
         assert "cut_short" not in r and not any(k.startswith("cut_short_") for k in r["metrics"]), path
         assert not r["config"].get("time_budget_s"), path
+        assert is_complete(r), f"{path}: a recording that had not finished (\"complete\": false) was committed"
 
 
 def test_pretext_lesson_results():

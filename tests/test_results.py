@@ -5,7 +5,7 @@ import os
 import pytest
 
 from sslkit.config import make_config
-from sslkit.results import REQUIRED_KEYS, Results, load_results
+from sslkit.results import REQUIRED_KEYS, Results, is_complete, load_results
 
 
 def test_results_file_has_every_key_and_reads_back(tmp_path):
@@ -18,6 +18,41 @@ def test_results_file_has_every_key_and_reads_back(tmp_path):
     assert data["metrics"] == {"knn_raw_pixels": 0.16, "a": 1, "b": 2.5}
     assert data["config"]["profile"] == "smoke" and data["versions"]["torch"]
     assert data["hardware"]["cpu_cores"] >= 1 and data["wall_time_s"] >= 0
+    assert data["hardware"]["cpu_capability"] in {"DEFAULT", "VSX", "ZVECTOR", "SVE", "SVE256", "AVX2", "AVX512"}
+
+
+def test_a_results_file_looks_finished_only_after_save(tmp_path):
+    """Until the run's last step calls save(), the file says "complete": false: a run that stopped half-way (or
+    one still running) keeps what it measured without passing for a finished run. Older files count as finished."""
+    path = tmp_path / "r.json"
+    res = Results("x", {"profile": "smoke"}, path)
+    assert load_results(path)["complete"] is False
+    res.update({"a": 1})
+    assert not is_complete(load_results(path)) and load_results(path)["metrics"] == {"a": 1}
+    assert res.save() == path and is_complete(load_results(path))
+    legacy = json.loads(path.read_text())
+    del legacy["complete"]
+    assert is_complete(legacy)
+
+
+def test_a_reference_run_another_process_is_recording_is_not_quoted(tmp_path, monkeypatch):
+    """A notebook that reads the committed reference while another process re-records it (its file not complete
+    yet) gets None (no comparison) rather than the half-written run; an unfinished seed file is left out too."""
+    import sslkit.results as results_module
+
+    monkeypatch.setattr(results_module, "RECORDED", tmp_path)
+    monkeypatch.setattr(results_module, "_REPLACED", {})
+    done = Results("02_contrastive", {"profile": "lesson", "seed": 0}, tmp_path / "02_contrastive.lesson.json")
+    done.update({"knn_simclr": 0.7})
+    done.save()
+    running = Results("02_contrastive", {"profile": "lesson", "seed": 1},
+                      tmp_path / "seeds" / "02_contrastive.lesson.seed1.json")
+    running.update({"knn_simclr": 0.1})
+    assert list(results_module.recorded_seeds("02_contrastive")) == [0]
+    unfinished = json.loads((tmp_path / "02_contrastive.lesson.json").read_text())
+    unfinished["complete"] = False  # as another process's recording leaves it half-way
+    (tmp_path / "02_contrastive.lesson.json").write_text(json.dumps(unfinished))
+    assert results_module.recorded_metrics("02_contrastive") is None
 
 
 def test_non_finite_or_non_numeric_metrics_are_refused(tmp_path):
@@ -61,6 +96,7 @@ def test_re_recording_a_reference_run_compares_with_the_run_it_replaces(tmp_path
     monkeypatch.setattr(results_module, "_REPLACED", {})
     old = results_module.Results("01_pretext", {"profile": "lesson"}, tmp_path / "01_pretext.lesson.json")
     old.record("knn_jigsaw", 0.305)
+    old.save()
     assert results_module.recorded_metrics("01_pretext") == {"knn_jigsaw": 0.305}
     new = results_module.Results("01_pretext", {"profile": "lesson"}, tmp_path / "01_pretext.lesson.json")
     new.record("knn_rotation", 0.6)
@@ -76,12 +112,15 @@ def test_seed_spread_gives_the_range_over_the_recorded_seeds(tmp_path, monkeypat
     monkeypatch.setattr(results_module, "RECORDED", tmp_path)
     monkeypatch.setattr(results_module, "_REPLACED", {})
     keys = {"SimCLR kNN": "knn_simclr", "MoCo kNN": "knn_moco"}
-    Results("02_contrastive", {"profile": "lesson", "seed": 0}, tmp_path / "02_contrastive.lesson.json").update(
-        {"knn_simclr": 0.7135, "knn_moco": 0.4})
+    reference = Results("02_contrastive", {"profile": "lesson", "seed": 0}, tmp_path / "02_contrastive.lesson.json")
+    reference.update({"knn_simclr": 0.7135, "knn_moco": 0.4})
+    reference.save()
     assert results_module.seed_spread("02_contrastive", keys) == ""  # one run: no spread
     for seed, simclr, moco in ((2, 0.69, 0.45), (1, 0.725, 0.38)):
-        Results("02_contrastive", {"profile": "lesson", "seed": seed},
-                tmp_path / "seeds" / f"02_contrastive.lesson.seed{seed}.json").update({"knn_simclr": simclr, "knn_moco": moco})
+        run = Results("02_contrastive", {"profile": "lesson", "seed": seed},
+                      tmp_path / "seeds" / f"02_contrastive.lesson.seed{seed}.json")
+        run.update({"knn_simclr": simclr, "knn_moco": moco})
+        run.save()
     assert list(results_module.recorded_seeds("02_contrastive")) == [0, 1, 2]
     assert results_module.seed_spread("02_contrastive", keys) == \
         "the lesson run on seeds 0-2: SimCLR kNN 0.690 to 0.725, MoCo kNN 0.380 to 0.450"
