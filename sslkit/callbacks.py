@@ -14,7 +14,7 @@ step (a momentum encoder's teacher) is its ``on_step_end(step, total_steps)`` me
 >>> import sslkit
 >>> from sslkit.supervised import Supervised
 >>> from sslkit.train import train
->>> backbone, dim = sslkit.make_backbone("resnet_tiny", width=4)
+>>> backbone, dim = sslkit.make_backbone("resnet_tiny", width=8)
 >>> data = sslkit.load_dataset("shapes", "train", n=64, seed=0)
 >>> cfg = sslkit.make_config("smoke", num_epochs=1, batch_size=32, time_budget_s=None)
 >>> seen = []

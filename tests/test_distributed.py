@@ -25,7 +25,7 @@ B = 8  # per-process batch
 
 def _build(name):
     torch.manual_seed(0)
-    backbone, dim = make_backbone("resnet_tiny", width=4)
+    backbone, dim = make_backbone("resnet_tiny", width=8)
     knobs = {"gather_distributed": True} if name == "simclr" else {}
     method = make_method(name, backbone, dim, **knobs)
     method.train()

@@ -101,7 +101,7 @@ def test_linear_head_gives_the_classifiers_logits_on_raw_features():
 
 def test_init_head_reproduces_the_linear_probe_on_raw_features():
     torch.manual_seed(0)
-    backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
     data = sslkit.load_dataset("shapes", "train", n=60, seed=0)
     features = sslkit.extract_features(backbone, data)
     clf = fit_linear(features, data.labels)
@@ -113,7 +113,7 @@ def test_init_head_reproduces_the_linear_probe_on_raw_features():
 def test_the_backbone_learns_at_a_fraction_of_the_heads_rate():
     """AdamW's first step moves every weight by about lr (sign of the gradient): the backbone by lr * scale."""
     torch.manual_seed(0)
-    backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
     model = FineTune(backbone, 10, backbone_lr_scale=0.1, max_shift=0)
     cfg = sslkit.make_config("smoke", lr=1e-2, weight_decay=0.0, num_epochs=1, batch_size=20, warmup_epochs=0.0,
                              time_budget_s=None, lr_schedule="constant")
@@ -151,7 +151,7 @@ def test_fit_linear_says_what_is_wrong_with_its_input():
 def test_a_frozen_backbone_is_a_linear_probe_trained_by_sgd():
     """backbone_lr_scale=0: only the head moves (weights; BatchNorm statistics still follow the data)."""
     torch.manual_seed(0)
-    backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     data = sslkit.load_dataset("shapes", "train", n=40, seed=0)
     cfg = sslkit.make_config("smoke", batch_size=20, time_budget_s=None, weight_decay=0.05)
@@ -205,7 +205,7 @@ def test_layer_decay_slows_a_vit_block_by_block(monkeypatch):
     with pytest.raises(ValueError, match=r"layer_decay=0 must be in \(0, 1\]"):
         FineTune(backbone, 10, layer_decay=0)
     with pytest.raises(ValueError, match="layer_decay slows a ViT block by block, but the backbone is a SmallResNet"):
-        FineTune(sslkit.make_backbone("resnet_tiny", width=4)[0], 10, layer_decay=0.75)
+        FineTune(sslkit.make_backbone("resnet_tiny", width=8)[0], 10, layer_decay=0.75)
 
 
 def test_fine_tuning_a_vit_with_layer_decay_trains_every_block_and_scores_it():
@@ -227,7 +227,7 @@ def test_fine_tuning_a_vit_with_layer_decay_trains_every_block_and_scores_it():
 
 def test_fine_tune_trains_a_copy_and_checks_its_input():
     torch.manual_seed(0)
-    backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     data = sslkit.load_dataset("shapes", "train", n=40, seed=0)
     cfg = sslkit.make_config("smoke", batch_size=16, time_budget_s=None)
@@ -250,7 +250,7 @@ def test_a_fine_tuning_runs_schedule_follows_its_steps_not_the_clock():
 
     def run(pause):
         torch.manual_seed(0)
-        backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+        backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
 
         def callback(history):
             if history.steps == 1:
@@ -268,7 +268,7 @@ def test_a_time_limit_stops_training_and_says_so():
     import time
 
     torch.manual_seed(0)
-    backbone, _ = sslkit.make_backbone("resnet_tiny", width=4)
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
     data = sslkit.load_dataset("shapes", "train", n=40, seed=0)
     cfg = sslkit.make_config("smoke", batch_size=16, time_budget_s=0.5)
     model, history = fine_tune(backbone, data, cfg, steps=50, callbacks=[lambda h: time.sleep(0.2)])

@@ -108,7 +108,7 @@ def test_run_experiment_and_its_notebook(tmp_path):
     from sslkit.nbtools import notebook_parameters
     from sslkit.sweep import EXPERIMENT_PARAMETERS, experiment_notebook, run_experiment
 
-    cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=4,
+    cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=8,
                              time_budget_s=None, temperature=0.2)
     res = sslkit.Results("experiment", cfg, tmp_path / "r.json")
     metrics = run_experiment("simclr", cfg, res)
@@ -129,7 +129,7 @@ def test_a_time_budget_that_cuts_an_experiment_short_is_marked(tmp_path):
     import sslkit
     from sslkit.sweep import run_experiment
 
-    cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=4,
+    cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=8,
                              num_epochs=500, time_budget_s=0.5)  # 1,000 planned steps: far more than 0.5 s allow
     res = sslkit.Results("experiment", cfg, tmp_path / "r.json")
     metrics = run_experiment("simclr", cfg, res)
@@ -150,7 +150,7 @@ def test_run_experiment_trains_simsiam_with_its_own_sgd_recipe(monkeypatch):
         method, data, cfg, **kw))
 
     def small(**knobs):
-        return sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=4,
+        return sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=8,
                                   time_budget_s=None, **knobs)
 
     metrics = run_experiment("simsiam", small())
@@ -169,7 +169,7 @@ def test_a_run_that_diverges_is_marked_and_a_sweep_lists_it_as_failed(tmp_path):
     import sslkit
     from sslkit.sweep import experiment_notebook, run_experiment, sweep
 
-    cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=4,
+    cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=8,
                              time_budget_s=None, lr=1e30)
     res = sslkit.Results("experiment", cfg, tmp_path / "r.json")
     with pytest.raises(FloatingPointError, match="simclr diverged"):

@@ -226,7 +226,7 @@ def test_supervised_learns_and_refuses_unlabeled_data(data):
 
 def simclr(seed=0):
     torch.manual_seed(seed)
-    backbone, dim = sslkit.make_backbone("resnet_tiny", width=4)
+    backbone, dim = sslkit.make_backbone("resnet_tiny", width=8)
     return sslkit.methods.make_method("simclr", backbone, dim, hidden_dim=32, out_dim=16)
 
 
