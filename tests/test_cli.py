@@ -95,7 +95,7 @@ def test_sigterm_saves_stops_with_status_143_and_the_same_command_resumes(tmp_pa
 def test_settings_reach_the_method_the_backbone_and_the_views():
     assert parse_settings(["crop_scale=(0.5, 1.0)", "optimizer=sgd", "accumulate=2"]) == \
         {"crop_scale": (0.5, 1.0), "optimizer": "sgd", "accumulate": 2}
-    cfg = make_config("smoke", temperature=0.3, width=8, crop_scale=(0.5, 1.0), grayscale_prob=0.5)
+    cfg = make_config("smoke", temperature=0.3, width=4, crop_scale=(0.5, 1.0), grayscale_prob=0.5)
     method = build("simclr", cfg)
     assert method.criterion.temperature == 0.3 and method.backbone.feature_dim == 32
     assert method.augment.crop_scale == (0.5, 1.0) and method.augment.grayscale_prob == 0.5
