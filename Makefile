@@ -39,8 +39,11 @@ lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
 		--ServerApp.port_retries=50 $(ALLOW_ROOT)
 
+# the suite in one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one test after another);
+# conftest.py gives each worker its share of the cores and keeps the tests that share a module fixture together
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=300
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --nbval-lax --nbval-cell-timeout=300
 
 bench: install
 	$(BIN)/python -m sslkit.bench dataset

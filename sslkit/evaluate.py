@@ -26,6 +26,7 @@ The field's standard answers, the same way in every notebook:
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,26 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels).sum().item() / len(labels)
 
 
+def _lightly_knn_predict():
+    """lightly's ``knn_predict``, loaded from its own file: ``import lightly.utils.benchmarking`` first runs that
+    package's ``__init__``, which imports PyTorch Lightning for lightly's benchmark modules (2 s, in every kernel
+    and every test process that evaluates); ``knn.py`` itself needs only torch."""
+    import importlib.util
+    import sys
+
+    name = "lightly.utils.benchmarking.knn"
+    if name not in sys.modules:  # not yet imported the usual way: load the one file, under a name of our own
+        name = "_sslkit_lightly_knn"
+        if name not in sys.modules:
+            import lightly
+            spec = importlib.util.spec_from_file_location(
+                name, Path(lightly.__file__).parent / "utils" / "benchmarking" / "knn.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules[name] = module
+    return sys.modules[name].knn_predict
+
+
 @torch.no_grad()
 def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                  test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1,
@@ -112,8 +133,7 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         k: neighbours; clamped (with a warning) to N when the bank is smaller.
         temperature: lower values trust the nearest neighbours more.
     """
-    from lightly.utils.benchmarking import knn_predict
-
+    knn_predict = _lightly_knn_predict()
     if k > len(train_features):
         warnings.warn(f"k={k} is larger than the feature bank ({len(train_features)} samples); "
                       f"using k={len(train_features)}", stacklevel=2)

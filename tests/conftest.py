@@ -3,39 +3,61 @@ import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from sslkit.nbtools import notebook_parameters, run_notebook
+from sslkit.nbtools import NotebookError, notebook_parameters, run_notebook
+
+CONTRASTIVE = "02_contrastive"  # the notebook whose SimCLR backbone (checkpoints/) notebooks with SSL_CHECKPOINT load
 
 
 class SmokeRuns:
-    """Executes a notebook at the smoke profile on first request and caches the run (or its failure), so the
-    notebook tests and the book build share one execution per notebook. A notebook with a ``REPLAY`` switch runs
-    with ``REPLAY = "record"``, so its trainings are saved (under ``$SSLKIT_REPLAY_DIR``, a temporary folder) for
-    ``tests/test_replay.py`` to replay; recording changes none of its numbers."""
+    """Executes a notebook at the smoke profile on first request and keeps the run (or its failure), so the
+    notebook tests and the book build share one execution per notebook. ``root`` is one folder for the whole
+    session: with ``pytest -n`` (pytest-xdist) every worker sees it, a lock per notebook makes the first worker
+    that asks run it and the others wait for it, and a failure is kept as text for every test that asks again.
+
+    A notebook with a ``REPLAY`` switch runs with ``REPLAY = "record"``, so its trainings are saved (under
+    ``$SSLKIT_REPLAY_DIR``, a temporary folder) for ``tests/test_replay.py`` to replay; recording changes none of
+    its numbers. A notebook that loads notebook 02's backbone (its ``SSL_CHECKPOINT`` parameter) runs after 02's
+    smoke run, so that it always loads that checkpoint, whichever test or worker asks first."""
 
     def __init__(self, root: Path):
-        self.root, self._runs = root, {}
+        self.root = root
 
     def run(self, path: Path) -> tuple[Path, Path]:
-        """(executed notebook, results file) of ``path`` run at smoke; re-raises the first run's error."""
+        """(executed notebook, results file) of ``path`` run at smoke; raises the first run's error again."""
         path = Path(path)
-        if path not in self._runs:
-            out = self.root / path.stem
-            out.mkdir(parents=True, exist_ok=True)
-            executed, results = out / path.name, out / "results.json"
-            try:
-                record = {"REPLAY": "record"} if "REPLAY" in notebook_parameters(path) else {}
-                run_notebook(path, executed, {"PROFILE": "smoke", "RESULTS_PATH": str(results), **record})
-                self._runs[path] = (executed, results)
-            except Exception as e:  # noqa: BLE001 - kept and raised again for every test that needs this run
-                self._runs[path] = e
-        run = self._runs[path]
-        if isinstance(run, Exception):
-            raise run
-        return run
+        params = notebook_parameters(path)
+        if "SSL_CHECKPOINT" in params:
+            self.run(path.parent / f"{CONTRASTIVE}.ipynb")
+        out = self.root / path.stem
+        executed, results, failed = out / path.name, out / "results.json", out / "error.txt"
+        done = out / "done"  # written last: a run whose worker died half-way is run again
+        with FileLock(str(self.root / f"{path.stem}.lock")):
+            if not done.exists() and not failed.exists():
+                out.mkdir(parents=True, exist_ok=True)
+                try:
+                    record = {"REPLAY": "record"} if "REPLAY" in params else {}
+                    run_notebook(path, executed, {"PROFILE": "smoke", "RESULTS_PATH": str(results), **record})
+                    done.touch()
+                except Exception as e:  # noqa: BLE001 - kept and raised again for every test that needs this run
+                    failed.write_text(f"{type(e).__name__}: {e}")
+        if failed.exists():
+            raise NotebookError(failed.read_text())
+        return executed, results
+
+
+def _session_dir(tmp_path_factory, name: str) -> Path:
+    """A folder every pytest-xdist worker of this session shares (the session's base temp folder's parent holds
+    one base folder per worker); without xdist, an ordinary temporary folder."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / name
+        folder.mkdir(exist_ok=True)
+        return folder
+    return tmp_path_factory.mktemp(name)
 
 
 @pytest.fixture(scope="session")
 def smoke_runs(tmp_path_factory):
-    os.environ["SSLKIT_REPLAY_DIR"] = str(tmp_path_factory.mktemp("replays"))  # never the repository's results/replay
-    return SmokeRuns(tmp_path_factory.mktemp("smoke-runs"))
+    os.environ["SSLKIT_REPLAY_DIR"] = str(_session_dir(tmp_path_factory, "replays"))  # never results/replay
+    return SmokeRuns(_session_dir(tmp_path_factory, "smoke-runs"))
