@@ -25,6 +25,8 @@ import time
 
 import torch
 
+from .config import torch_threads
+
 BENCHMARKS = {}  # name -> function(args) -> dict of figures
 
 
@@ -122,11 +124,8 @@ def bench_augment(args) -> dict:
     threads = torch.get_num_threads()
     pil = images_per_s(pil_path)
     batched = images_per_s(batched_path)
-    torch.set_num_threads(1)  # per core: the PIL path runs in one process on one core
-    try:
+    with torch_threads(1):  # per core: the PIL path runs in one process on one core
         batched_1 = images_per_s(batched_path)
-    finally:
-        torch.set_num_threads(threads)
     return {"images_per_s_lightly_pil": round(pil), "images_per_s_batched": round(batched),
             "ratio": round(batched / pil, 2), "images_per_s_batched_1_thread": round(batched_1),
             "ratio_1_thread": round(batched_1 / pil, 2), "target_ratio": 5.0, "torch_threads": threads,

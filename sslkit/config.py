@@ -23,6 +23,7 @@ use it to run every notebook at one profile, e.g. ``SSLKIT_PROFILE=smoke pytest 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -223,3 +224,26 @@ def resolve_device(device: str = "auto"):
         raise RuntimeError("device='mps' but Apple's Metal backend is not available here; "
                            "set DEVICE = 'cpu' (or 'auto')")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` torch threads (None: as now), and give back the count it found.
+
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

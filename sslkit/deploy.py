@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import torch_threads
 from .data import ImageData, to_float
 from .evaluate import accuracy  # noqa: F401 - notebook 09 scores exported models with it
 
@@ -231,10 +232,8 @@ def latency_table(models: dict, images: torch.Tensor, batch_sizes=(1, 64), repea
     if len(images) < max(batch_sizes):
         raise ValueError(f"{len(images)} images cannot make a batch of {max(batch_sizes)}; give at least that many")
     threads = threads or torch.get_num_threads()
-    before = torch.get_num_threads()
     rows = []
-    try:
-        torch.set_num_threads(threads)
+    with torch_threads(threads):
         for name, model in models.items():
             for b in batch_sizes:
                 x = to_float(images[:b])
@@ -248,8 +247,6 @@ def latency_table(models: dict, images: torch.Tensor, batch_sizes=(1, 64), repea
                     ms = latency_ms(lambda f: model.run(None, f), feed, repeats)
                     used = model.get_session_options().intra_op_num_threads
                 rows.append({"model": name, "batch_size": b, "ms": ms, "images_per_s": 1e3 * b / ms, "threads": used})
-    finally:
-        torch.set_num_threads(before)
     return rows
 
 

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import torch_threads
+
 
 @dataclass
 class LinearClassifier:
@@ -126,13 +128,9 @@ def fit_linear(features: torch.Tensor, labels: torch.Tensor, weight_decay: float
         loss.backward()
         return loss
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of small ops: threads only add overhead (and stall on a busy machine)
-    try:
-        with torch.enable_grad():
-            optimizer.step(closure)
-    finally:
-        torch.set_num_threads(threads)
+    # thousands of small ops: threads only add overhead (and stall on a busy machine)
+    with torch_threads(1), torch.enable_grad():
+        optimizer.step(closure)
     return LinearClassifier(mean, std, weight.detach().T, bias.detach())  # (C, D), a view: logits use (D, C) as fitted
 
 

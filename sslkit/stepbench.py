@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from .config import torch_threads
+
 PHASES = ("views", "forward", "backward", "optimizer")
 
 
@@ -123,11 +125,8 @@ def bench_step(args) -> dict:
     peak = matmul_gflops()
     ops = top_operators(*fresh(), images)
 
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         one_thread = phase_times(*fresh(), images, steps, warmup)
-    finally:
-        torch.set_num_threads(threads)
     optimizers = {}
     for impl in ("for-loop", "foreach", "fused") if cfg.extra.get("optimizer", "adamw") == "adamw" else ():
         method = build(method_name, cfg).train()

@@ -17,6 +17,7 @@ from scipy import stats
 from torchvision.transforms.v2 import RandomResizedCrop
 
 from sslkit import imageops
+from sslkit.config import torch_threads
 from sslkit.augment import (METHODS, NORMALIZE, AugmentParams, apply_params, augment, dino_view_params,
                             lightly_transform, multi_crop, recipe_views, sample_params, two_views)
 from sslkit.data import load_dataset, to_float
@@ -28,10 +29,8 @@ DEFAULT = AugmentParams()
 def one_thread():
     """These ops are small: on a shared 2-core machine, two torch threads wait on each other while
     other jobs hold a core (this file took 58 s with 2 threads at load 5, 13 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -290,12 +289,9 @@ def test_views_are_the_same_bit_for_bit_on_any_number_of_threads(threads, n):
     images = colour_noise(n)
     params = dataclasses.replace(DEFAULT, image_size=24, blur_prob=0.5, solarize_prob=0.2)
     one = two_views(images, params, generator=5)
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         many = two_views(images, params, generator=5)
         crops = multi_crop(images, dino_view_params(32, num_local=2), generator=1)
-    finally:
-        torch.set_num_threads(1)
     assert all(torch.equal(a, b) for a, b in zip(one, many))
     assert all(torch.equal(a, b) for a, b in zip(multi_crop(images, dino_view_params(32, num_local=2), generator=1),
                                                  crops))

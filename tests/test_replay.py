@@ -11,6 +11,7 @@ import torch
 
 import sslkit
 from sslkit import replay
+from sslkit.config import torch_threads
 from sslkit.nbtools import notebook_parameters, run_notebook
 from sslkit.train import History
 
@@ -86,12 +87,8 @@ def test_a_committed_lesson_replay_gives_the_recorded_evaluation(name):
     # AVX-512: docs/test_suite.md) the probe's optimisation rounds differently and 1 or 2 of the 2,000 test images
     # change sides; files from before cpu_capability was recorded count as another kind of CPU here
     same_cpu = run_file["hardware"].get("cpu_capability") == torch.backends.cpu.get_cpu_capability()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(run_file["hardware"]["torch_threads"] if same_cpu else threads)
-    try:
+    with torch_threads(run_file["hardware"]["torch_threads"] if same_cpu else None):
         metrics = evaluate_backbone(method.backbone, train_data, test_data, prefix=run, seed=cfg.seed)
-    finally:
-        torch.set_num_threads(threads)
     assert metrics[f"knn_{run}"] == recorded[f"knn_{run}"]
     if f"linear_{run}" in recorded:  # (notebook 02's batch-size runs record their kNN only)
         assert abs(metrics[f"linear_{run}"] - recorded[f"linear_{run}"]) <= (0 if same_cpu else 3 / len(test_data))
