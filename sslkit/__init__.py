@@ -29,6 +29,7 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.results``: results files
 - ``sslkit.checkpoint``: atomic checkpoints, safe loading, models shared between notebooks
 - ``sslkit.replay``: a lesson's recorded trainings, loaded instead of trained (a notebook's ``REPLAY`` switch)
+- ``sslkit.record``: lesson runs recorded on every seed in one command (``python -m sslkit.record``)
 - ``sslkit.cam``: Grad-CAM glue for SSL backbones and scores against true masks
 - ``sslkit.viz``: figures and the widgets that explore them
 - ``sslkit.sweep``: parameter sweeps over a notebook (papermill), resumable
@@ -64,7 +65,7 @@ _EXPORTS = {
 _SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune", "deploy",
                "imagefiles", "prepared", "databench", "book", "exercises", "callbacks", "optim", "speed", "resume",
                "supervised", "recipes", "cli", "labels", "imageops", "bookpages", "datasets", "folders", "trainbench",
-               "probe", "replay", "stepbench"}
+               "probe", "replay", "stepbench", "record"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
