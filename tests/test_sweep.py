@@ -172,7 +172,9 @@ def test_a_run_that_diverges_is_marked_and_a_sweep_lists_it_as_failed(tmp_path):
     cfg = sslkit.make_config("smoke", num_unlabeled=64, num_train=40, num_test=20, batch_size=32, width=8,
                              time_budget_s=None, lr=1e30)
     res = sslkit.Results("experiment", cfg, tmp_path / "r.json")
-    with pytest.raises(FloatingPointError, match="simclr diverged"):
+    # the training warns with what to change, then the experiment refuses to evaluate the diverged weights
+    with pytest.raises(FloatingPointError, match="simclr diverged"), \
+            pytest.warns(RuntimeWarning, match=r"the loss became nan .* Try a lower learning rate"):
         run_experiment("simclr", cfg, res)
     assert res.metrics["diverged"] == 1
     nb = experiment_notebook(tmp_path / "experiment.ipynb")
