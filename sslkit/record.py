@@ -1,6 +1,6 @@
 """Record lesson runs: the committed reference runs of ``results/``, on every seed, in one command.
 
-    python -m sslkit.record 02_contrastive 06_gradcam 07_finetune 09_deploy --seeds 0 1 2
+    python -m sslkit.record 02_contrastive 04_masked 06_gradcam 07_finetune 09_deploy --seeds 0 1 2
 
 runs each notebook at the lesson profile with papermill, one run after another, in the order that lets a notebook
 load the models an earlier one saved (06 loads 02's SimCLR and 04's ViT; 07 and 09 load 02's SimCLR):
