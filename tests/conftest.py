@@ -6,8 +6,7 @@ import pytest
 from filelock import FileLock
 
 from sslkit.nbtools import NotebookError, notebook_parameters, run_notebook
-
-CONTRASTIVE = "02_contrastive"  # the notebook whose SimCLR backbone (checkpoints/) notebooks with SSL_CHECKPOINT load
+from sslkit.record import LOADS
 
 
 class SmokeRuns:
@@ -18,8 +17,9 @@ class SmokeRuns:
 
     A notebook with a ``REPLAY`` switch runs with ``REPLAY = "record"``, so its trainings are saved (under
     ``$SSLKIT_REPLAY_DIR``, a temporary folder) for ``tests/test_replay.py`` to replay; recording changes none of
-    its numbers. A notebook that loads notebook 02's backbone (its ``SSL_CHECKPOINT`` parameter) runs after 02's
-    smoke run, so that it always loads that checkpoint, whichever test or worker asks first."""
+    its numbers. A notebook that loads another's model from checkpoints/ (``sslkit.record.LOADS``: 06, 07 and 09 load
+    02's SimCLR, 06 also 04's ViT) runs after that notebook's smoke run, so that it always loads that checkpoint,
+    whichever test or worker asks first."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -28,8 +28,8 @@ class SmokeRuns:
         """(executed notebook, results file) of ``path`` run at smoke; raises the first run's error again."""
         path = Path(path)
         params = notebook_parameters(path)
-        if "SSL_CHECKPOINT" in params:
-            self.run(path.parent / f"{CONTRASTIVE}.ipynb")
+        for notebook, _ in LOADS.get(path.stem, ()):
+            self.run(path.parent / f"{notebook}.ipynb")
         out = self.root / path.stem
         executed, results, failed = out / path.name, out / "results.json", out / "error.txt"
         done = out / "done"  # written last: a run whose worker died half-way is run again
