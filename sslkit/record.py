@@ -122,11 +122,13 @@ def fresh_copies(runs: list[Run], root: Path = ROOT) -> None:
 
 
 def host() -> dict:
-    import torch
-
+    """What a recording's times depend on: results.hardware()'s vector instructions and threads, the measured matmul
+    rate (hosts of one name differ severalfold) and the load (another job halves a lesson's speed)."""
+    from .results import hardware
     from .stepbench import matmul_gflops
 
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
+    hw = hardware()
+    return {"cpu_capability": hw["cpu_capability"], "torch_threads": hw["torch_threads"],
             "matmul_gflops": round(matmul_gflops(), 1), "load_1min": round(os.getloadavg()[0], 2)}
 
 

@@ -109,3 +109,10 @@ def test_the_first_failure_stops_the_runs_after_it(root, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert started == ["02_contrastive"] and "02_contrastive seed 1 failed; the runs after it were not started" in err
     assert "cell 7 failed" in err
+
+
+def test_host_reports_what_a_recordings_times_depend_on():
+    from sslkit.results import hardware
+    h = record.host()
+    assert h["cpu_capability"] == hardware()["cpu_capability"] and h["torch_threads"] >= 1
+    assert h["matmul_gflops"] > 0 and h["load_1min"] >= 0
