@@ -19,7 +19,7 @@ PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 # uv (pip-installed into $(VENV), pinned in constraints.txt) installs the same pinned set as pip in under a minute where
 # pip takes about three (torch's CUDA wheels); --no-cache keeps no second copy of them on disk, --compile-bytecode
 # writes the .pyc files pip writes (without them every kernel and worker compiles torch afresh: make test took 60% longer).
-# Without uv, pip does it.
+# Where uv cannot be installed or fails (a proxy with its own certificates, say), pip does it.
 # the pinned torch/torchvision pair is a CUDA build (it runs on the CPU too): about 6.2 GB in $(VENV)
 NEED_GB ?= 6.5
 
@@ -32,10 +32,10 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	@echo "installing sslkit and its pinned dependencies into $(VENV) (first time: about a minute with uv, a few with pip)"
-	set -o pipefail; if $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt uv 2>&1 | { $(PIP_FILTER); }; then \
-		$(BIN)/uv pip install --quiet --no-cache --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'; \
+	set -o pipefail; if $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt uv 2>&1 | { $(PIP_FILTER); } \
+		&& $(BIN)/uv pip install --quiet --no-cache --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'; then :; \
 	else \
-		echo "uv could not be installed (above); installing with pip instead, which takes a few minutes"; \
+		echo "uv could not install the kit (above); installing with pip instead, which takes a few minutes"; \
 		$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | { $(PIP_FILTER); }; \
 	fi
 	$(BIN)/python -m ipykernel install --sys-prefix --name sslkit --display-name "Python (sslkit)" >/dev/null
