@@ -94,3 +94,15 @@ def test_make_refuses_a_full_disk_before_creating_the_environment(tmp_path):
     assert out.returncode != 0
     assert "GB free in" in out.stderr and "make VENV=" in out.stderr, out.stderr
     assert not venv.exists()
+
+
+def test_installed_packages_carry_their_bytecode():
+    """`make install` compiles the packages as it installs them (uv's --compile-bytecode, pip's default): where
+    PYTHONDONTWRITEBYTECODE is set, a missing .pyc is compiled again by every kernel and worker (make test 60% slower)."""
+    import importlib.util
+
+    import torch
+    import torchvision
+    for module in (torch, torchvision, torch.nn.modules.conv):
+        cached = Path(importlib.util.cache_from_source(module.__file__))
+        assert cached.exists(), f"{module.__name__} has no bytecode ({cached}); reinstall: rm -r .venv && make install"
