@@ -8,6 +8,7 @@ the raw-pixel baseline, and a results file that records the recipe.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from .config import Config
 from .recipes import RECIPE_VIEW_KNOBS, init_parameters, build
@@ -117,9 +118,16 @@ def configure(args, parser) -> Config:
         parser.error(f"unknown recipe {args.recipe!r}{f' (did you mean {close[0]}?)' if close else ''}; choose one "
                      f"of: {', '.join(sorted(RECIPES))}")
     settings = parse_settings(args.set)
-    cfg = make_config(args.profile, recipe=name, dataset=args.dataset, backbone=args.backbone,
-                      num_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, time_budget_s=args.time_budget,
-                      device=args.device, seed=args.seed, **settings)
+    flags = {"dataset": args.dataset, "backbone": args.backbone, "num_epochs": args.epochs,
+             "batch_size": args.batch_size, "lr": args.lr, "time_budget_s": args.time_budget, "device": args.device,
+             "seed": args.seed}
+    for key in ("profile", "recipe"):  # make_config's own arguments: their flags say them
+        if key in settings:
+            raise ValueError(f"--set {key}=...: give --{key} {settings[key]} instead")
+    for key, value in settings.items():  # a flag and --set may name the same value once, or twice alike
+        if flags.get(key) is not None and flags[key] != value:
+            raise ValueError(f"{key} is given twice, {flags[key]!r} by its flag and {value!r} by --set; give it once")
+    cfg = make_config(args.profile, recipe=name, **{**flags, **settings})
     known = known_settings(args.method, cfg.backbone)
     for key in sorted(set(settings) - known):
         close = difflib.get_close_matches(key, known, n=3)
@@ -146,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error(f"--max-steps {args.max_steps}: give at least 1 (or leave it out to train the planned epochs)")
     try:
         cfg = configure(args, parser)
         speed_options(cfg)
@@ -160,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             method.check_batch_size(cfg.batch_size)
     except ValueError as e:
         parser.error(str(e))
+    if args.run_dir and info.is_main:  # where the checkpoints go: a folder that cannot be written stops here too
+        try:
+            check_writable(Path(args.run_dir) / "epoch-0001.pt")
+        except OSError as e:
+            parser.error(f"--run-dir {args.run_dir!r} cannot hold checkpoints ({e.__cause__ or e}); give a folder "
+                         f"you can write, e.g. runs/{args.method}")
     results_path = args.results or default_results_path(f"train_{args.method}", cfg.profile)
     try:  # the data and the results folder before the results file: a missing dataset, an unfinished preparation
         unlabeled = load_split(cfg, "unlabeled")  # or a folder that cannot be written stops here, having written nothing

@@ -157,11 +157,15 @@ def _adopt_prepared(values: dict, given: set):
 
 def _validate(cfg: Config):
     from .data import DATASETS
+    from .models import BACKBONES
     from pathlib import Path
 
+    _check_field_types(cfg)
     if cfg.dataset not in DATASETS and not Path(cfg.dataset).expanduser().is_dir():
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}, "
                          f"or give the path of an image folder")
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of: {', '.join(BACKBONES)}")
     if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
         raise ValueError(f"unknown device {cfg.device!r}; choose one of: {', '.join(DEVICES)} (or 'cuda:N')")
     for name in ("image_size", "num_epochs", "batch_size", "num_unlabeled", "num_train", "num_test"):
@@ -178,6 +182,24 @@ def _validate(cfg: Config):
         raise ValueError(f"weight_decay={cfg.weight_decay} and warmup_epochs={cfg.warmup_epochs} must be at least 0")
     for key, value in cfg.extra.items():
         _check_knob_range(key, value)
+
+
+def _check_field_types(cfg: Config):
+    """Each field holds what its annotation says (``lr="abc"`` from ``--set`` or a parameters cell stops here, with
+    its name, before a comparison fails deep inside); ``None`` only where the annotation allows it."""
+    import numbers
+
+    kinds = {"int": numbers.Integral, "float": numbers.Real, "str": str}  # numpy's numbers count too
+    words = {"int": "a whole number", "float": "a number", "str": "a string"}
+    for f in dataclasses.fields(Config):
+        if f.name in ("extra", "recipe"):
+            continue
+        kind, _, optional = f.type.partition(" | ")
+        value = getattr(cfg, f.name)
+        if value is None and optional == "None":
+            continue
+        if kind in kinds and (isinstance(value, bool) or not isinstance(value, kinds[kind])):
+            raise ValueError(f"{f.name}={value!r} must be {words[kind]}{' or None' if optional else ''}")
 
 
 def _check_knob_range(key: str, value):

@@ -307,6 +307,31 @@ def init_parameters(fn) -> set[str]:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self", "backbone", "feature_dim"}
 
 
+def check_knob_types(fn, knobs: dict) -> None:
+    """A knob whose default is a number must be a number (or a tuple of them), a flag True or False:
+    ``temperature="abc"`` (a typo in ``--set`` or a parameters cell) stops here with its name, not inside a loss.
+
+    >>> def f(temperature=0.1, normalize=True, name=None): ...
+    >>> check_knob_types(f, {"temperature": 0.2, "normalize": False, "name": "x"})
+    >>> check_knob_types(f, {"temperature": "abc"})
+    Traceback (most recent call last):
+    ValueError: temperature='abc' must be a number (its default is 0.1)
+    """
+    import inspect
+    import numbers
+
+    params = inspect.signature(fn).parameters
+    for name, value in knobs.items():
+        default = params[name].default if name in params else None
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}={value!r} must be True or False (its default is {default})")
+        elif isinstance(default, numbers.Real):  # or numbers, e.g. target_momentum=(0.99, 1.0), a start and an end
+            values = value if isinstance(value, (tuple, list)) and value else (value,)
+            if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values):
+                raise ValueError(f"{name}={value!r} must be a number (its default is {default})")
+
+
 def views_of(cfg):
     """The training views ``cfg`` asks for: a recipe's (``recipe_views``: ``min_crop``, ``grayscale``, ``jitter``
     at ``view_size``) when it names any of them, else ``AugmentParams`` at ``view_size`` (default: the images'
@@ -367,6 +392,8 @@ def build(method_name: str, cfg, distributed: bool = False):
         method_knobs.setdefault(view_arg, views or AugmentParams(image_size=size))
     if distributed and "gather_distributed" in init:
         method_knobs.setdefault("gather_distributed", True)
+    check_knob_types(BACKBONES[cfg.backbone][0], backbone_knobs)
+    check_knob_types(cls.__init__, method_knobs)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process (DDP also copies rank 0's)
     backbone, dim = make_backbone(cfg.backbone, **backbone_knobs)
     return cls(backbone, dim, **method_knobs)

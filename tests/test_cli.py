@@ -38,6 +38,14 @@ def test_simsiam_from_the_shell_trains_its_recipe_and_takes_your_values(tmp_path
         assert said in capsys.readouterr().out
 
 
+def test_a_flag_s_value_can_also_be_set_with_set(tmp_path, capsys):
+    """``--set lr=0.1`` is ``--lr 0.1`` (every Config field is a --set name, flags included), and both at once
+    with the same value are one value."""
+    for extra in (["--set", "lr=0.1"], ["--lr", "0.1", "--set", "lr=0.1"]):
+        assert main(["simsiam", *TINY, "--max-steps", "1", "--results", str(tmp_path / "r.json"), *extra]) == 0
+    assert capsys.readouterr().out.count("sgd lr 0.1\n") == 2
+
+
 @pytest.mark.parametrize("args, message", [
     (["simclrr"], "unknown method 'simclrr'; choose one of: rotation, jigsaw, simclr, moco, byol"),
     (["simclr", "--set", "temperature"], "--set 'temperature': write KEY=VALUE"),
@@ -56,6 +64,15 @@ def test_simsiam_from_the_shell_trains_its_recipe_and_takes_your_values(tmp_path
     (["moco", "--batch-size", "100"], "queue_size=2048 is not a multiple of the batch size 100"),
     (["simclr", "--lr", "0"], "lr=0.0 must be greater than 0"),
     (["simclr", "--time-budget", "-5"], "time_budget_s=-5.0 must be a number of seconds greater than 0"),
+    (["simclr", "--set", "lr=abc"], "lr='abc' must be a number"),
+    (["simclr", "--set", "num_epochs=1.5"], "num_epochs=1.5 must be a whole number"),
+    (["simclr", "--set", "temperature=abc"], "temperature='abc' must be a number (its default is"),
+    (["moco", "--set", "symmetric=1"], "symmetric=1 must be True or False"),
+    (["simclr", "--lr", "0.1", "--set", "lr=0.2"], "lr is given twice, 0.1 by its flag and 0.2 by --set; give it once"),
+    (["simclr", "--set", "profile=smoke"], "--set profile=...: give --profile smoke instead"),
+    (["simclr", "--backbone", "resnet99"], "unknown backbone 'resnet99'; choose one of: resnet_tiny"),
+    (["simclr", "--max-steps", "0"], "--max-steps 0: give at least 1"),
+    (["simclr", "--run-dir", __file__], f"--run-dir {__file__!r} cannot hold checkpoints ([Errno 17] File exists"),
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
