@@ -92,13 +92,29 @@ def run_notebook(path: str | Path, output_path: str | Path | None = None, parame
         raise error from None
 
 
+def read_notebook(path: str | Path) -> dict:
+    """The notebook at ``path`` as a dict; ValueError (with the fix) when the file is not a Jupyter notebook.
+
+    >>> read_notebook(__file__)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: ...nbtools.py is not a Jupyter notebook (...); give the path of a .ipynb file
+    """
+    try:
+        nb = json.loads(Path(path).read_text())
+    except ValueError as e:  # json's errors and undecodable bytes
+        raise ValueError(f"{path} is not a Jupyter notebook ({e}); give the path of a .ipynb file") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError(f"{path} is not a Jupyter notebook (it has no list of cells); give the path of a .ipynb file")
+    return nb
+
+
 def load_teaching_cell(path: str | Path, tag: str) -> dict:
     """Execute the cell tagged ``tag`` (e.g. "teach:ntxent") of a notebook; return its namespace.
 
     Notebooks write some things from scratch to teach them (a loss, Grad-CAM); the tests load that
     very cell with this and compare it with the library's version, so the lesson cannot drift.
     """
-    nb = json.loads(Path(path).read_text())
+    nb = read_notebook(path)
     cells = [c for c in nb["cells"] if tag in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"{Path(path).name} has {len(cells)} cells tagged {tag!r}; tag exactly one")
@@ -116,8 +132,8 @@ def unchecked_outputs(nb: dict) -> list[int]:
 def strip_outputs(path: str | Path) -> bool:
     """Remove outputs and execution counts outside checked cells; returns True if the file changed."""
     path = Path(path)
+    nb = read_notebook(path)
     text = path.read_text()
-    nb = json.loads(text)
     for cell in nb["cells"]:
         if cell.get("cell_type") != "code":
             continue
@@ -136,10 +152,11 @@ def strip_outputs(path: str | Path) -> bool:
 def refresh_checked_outputs(path: str | Path) -> None:
     """Execute at the smoke profile and store the outputs of checked cells only."""
     path = Path(path)
+    read_notebook(path)  # a file that is not a notebook stops here, before papermill tries it
     with tempfile.TemporaryDirectory() as tmp:
         executed = run_notebook(path, Path(tmp) / path.name,
                                 {"PROFILE": "smoke", "RESULTS_PATH": str(Path(tmp) / "results.json")})
-    nb = json.loads(path.read_text())
+    nb = read_notebook(path)
     ran = [c for c in executed["cells"] if c.get("cell_type") == "code" and "injected-parameters"
            not in c.get("metadata", {}).get("tags", [])]
     code = [c for c in nb["cells"] if c.get("cell_type") == "code"]
@@ -192,7 +209,7 @@ def make_student(path: str | Path, out_dir: str | Path) -> Path:
     version shows nothing a run did not produce). ValueError when a cell's markers are not well formed.
     """
     path, out_dir = Path(path), Path(out_dir)
-    nb = json.loads(path.read_text())
+    nb = read_notebook(path)
     for k, cell in enumerate(nb["cells"]):
         if cell.get("cell_type") == "code":
             cell["source"] = student_source(_source(cell), f"{path.name}, cell {k}")
@@ -224,11 +241,15 @@ def main(argv=None):
         print("usage: python -m sslkit.nbtools {strip|refresh|student} NOTEBOOK...", file=sys.stderr)
         return 2
     for p in argv[1:]:
-        if argv[0] == "strip":
-            print(f"{p}: {'stripped' if strip_outputs(p) else 'clean'}")
-        else:
-            refresh_checked_outputs(p)
-            print(f"{p}: checked outputs refreshed")
+        try:
+            if argv[0] == "strip":
+                print(f"{p}: {'stripped' if strip_outputs(p) else 'clean'}")
+            else:
+                refresh_checked_outputs(p)
+                print(f"{p}: checked outputs refreshed")
+        except (ValueError, OSError) as e:  # a missing file, or one that is not a notebook
+            print(f"python -m sslkit.nbtools {argv[0]}: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -130,3 +130,28 @@ def test_failing_cell_is_reported_with_source_and_error(tmp_path):
         run_notebook(path, tmp_path / "out.ipynb", {"PROFILE": "smoke"})
     with pytest.raises(ValueError, match="no parameter"):
         run_notebook(path, tmp_path / "out.ipynb", {"NOT_A_PARAM": 1})
+
+
+@pytest.mark.parametrize("command", ["strip", "refresh", "student"])
+def test_nbtools_says_which_file_is_not_a_notebook(command, tmp_path, capsys):
+    """``python -m sslkit.nbtools strip|refresh|student`` on a file that is not a notebook (text, JSON without
+    cells, a missing path): exit 2 with the file and the fix, no traceback, and the file left as it was."""
+    from sslkit.nbtools import main
+
+    def status(argv):
+        try:
+            return main(argv)
+        except SystemExit as e:  # student's argparse
+            return e.code
+
+    for name, content in [("text.ipynb", "hello"), ("empty.ipynb", "{}"), ("list.ipynb", "[1]"), ("gone.ipynb", None)]:
+        path = tmp_path / name
+        if content is not None:
+            path.write_text(content)
+        assert status([command, str(path), "--out", str(tmp_path / "out")] if command == "student"
+                      else [command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and "Traceback" not in err
+        assert ("No such file" in err) if content is None else ("is not a Jupyter notebook" in err
+                                                                 and path.read_text() == content)
+    assert not (tmp_path / "out").exists()
