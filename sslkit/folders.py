@@ -119,6 +119,17 @@ def _load_folder(split, folder, image_size, n, seed, test_fraction=0.2):
     return images, labels, classes, info
 
 
+def _some(items, k: int = 8) -> str:
+    """The first ``k`` of a list (or of a dict's ``name: count`` pairs), and how many there are in all: a folder with
+    hundreds of subfolders gets a message of one line.
+
+    >>> _some(["a", "b"]), _some({"a": 0, "b": 3}), _some(list("abcdefghij"), k=3)
+    ('a, b', 'a: 0, b: 3', 'a, b, c, ... (10 in all)')
+    """
+    shown = [f"{key}: {items[key]}" for key in items] if isinstance(items, dict) else [str(i) for i in items]
+    return ", ".join(shown[:k]) + (f", ... ({len(shown)} in all)" if len(shown) > k else "")
+
+
 def _check_class_balance(data: ImageData):
     """A labeled folder split needs two classes or more; very unequal class sizes get a warning."""
     counts = data.class_counts()
@@ -129,12 +140,13 @@ def _check_class_balance(data: ImageData):
                          f"add a subfolder per class (folder/cat/..., folder/dog/...)")
     empty = [c for c, k in counts.items() if k == 0]
     if empty:
-        warnings.warn(f"{data.name} has no images of {empty} in its {data.split!r} split (counts: {counts}); "
-                      f"add images to those class subfolders or remove them", stacklevel=3)
+        warnings.warn(f"{data.name} has no images of {len(empty)} of its {len(counts)} classes in its "
+                      f"{data.split!r} split ({_some(empty)}; counts: {_some(counts)}); add images to those class "
+                      f"subfolders or remove them", stacklevel=3)
         return
     lo, hi = min(counts.values()), max(counts.values())
     if hi > 10 * lo:
-        warnings.warn(f"classes of {data.name} ({data.split!r} split) have very different sizes: {counts}; "
+        warnings.warn(f"classes of {data.name} ({data.split!r} split) have very different sizes: {_some(counts)}; "
                       f"accuracy will be dominated by the large classes (balance them, or compare "
                       f"per-class recall)", stacklevel=3)
 
