@@ -278,8 +278,16 @@ def main(argv=None):
         return 0
     if args.name not in BENCHMARKS:
         parser.error(f"unknown benchmark {args.name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    for flag in ("num_train", "num_test", "epochs", "batch_size", "steps", "workers"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "workers" else 1):
+            parser.error(f"--{flag.replace('_', '-')} {value}: give at least {0 if flag == 'workers' else 1}")
     if args.backbone is None and args.name != "train":
         args.backbone = "resnet_small"
+    from .models import BACKBONES
+
+    if args.backbone is not None and args.backbone not in BACKBONES:
+        parser.error(f"unknown backbone {args.backbone!r}; choose one of: {', '.join(BACKBONES)}")
     from .results import hardware, versions
 
     start = time.perf_counter()

@@ -38,6 +38,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from .bookpages import GENERATOR, index_body, make_exporter, nav, recorded_box, render, rewrite_links
+from .config import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS, RESULTS, DOCS = ROOT / "notebooks", ROOT / "results", ROOT / "docs"
@@ -303,7 +304,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "book"), help="folder of the site (default: book/)")
     parser.add_argument("--executed", default=str(RESULTS / "executed"),
                         help="folder of stored executed runs, NN_name.lesson.ipynb (default: results/executed/)")
-    parser.add_argument("--profile", default="smoke",
+    parser.add_argument("--profile", default="smoke", choices=PROFILES,
                         help="profile of the runs made for notebooks without a stored run (default: smoke)")
     parser.add_argument("--fresh", action="store_true", help="execute again instead of reusing OUT/_runs/")
     parser.add_argument("--hide-solutions", action="store_true",

@@ -17,6 +17,17 @@ def test_unknown_benchmark_is_a_clear_error():
     assert all(name in proc.stderr for name in BENCHMARKS)
 
 
+def test_counts_below_one_and_unknown_backbones_are_clear_errors(capsys):
+    import pytest
+
+    for argv, message in [(["train", "--steps", "0"], "--steps 0: give at least 1"),
+                          (["eval", "--num-test", "0"], "--num-test 0: give at least 1"),
+                          (["step", "--backbone", "resnet99"], "unknown backbone 'resnet99'; choose one of: ")]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_step_flops_counts_a_known_network():
     """FLOPs of a forward and backward pass: a linear map of the flattened views costs 2 x B x in x out forward, and
     the same again backward for its weight's gradient (the views need none), for each of the two views."""

@@ -247,3 +247,10 @@ def test_the_glossary_defines_the_words_and_the_readme_links_the_teaching_materi
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for link in ("docs/teaching.md", "docs/glossary.md", "make student", "make book", "LICENSE"):
         assert link in readme, f"README.md does not mention {link}"
+
+
+def test_an_unknown_profile_is_a_clear_error_before_anything_is_built(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        book.main(["--profile", "lesosn", "--out", str(tmp_path / "site")])
+    assert e.value.code == 2 and "invalid choice: 'lesosn' (choose from 'smoke', 'lesson', 'full')" in capsys.readouterr().err
+    assert not (tmp_path / "site").exists()
