@@ -3,6 +3,8 @@
 #   make test   the same set-up, then the whole test suite (unit tests, doctests, every notebook)
 #   make student  student versions of the notebooks in student/ (solutions replaced, no outputs)
 #   make book     the lessons as a static HTML site in book/ (open book/index.html)
+#   make bench    the dataset benchmark; make strip-notebooks: clear committed outputs; make clean: remove .venv, student/, book/, caches
+#   make help     this list (plain `make` too)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +16,11 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # pip's "Location ... is ignored" lines from this machine's mirrors are noise
 PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: install lab test bench strip-notebooks student book clean
+.PHONY: help install lab test bench strip-notebooks student book clean
+.DEFAULT_GOAL := help
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
 
 # uv (pip-installed into $(VENV), pinned in constraints.txt) installs the same pinned set as pip in under a minute where
 # pip takes about three (torch's CUDA wheels); --no-cache keeps no second copy of them on disk, --compile-bytecode
