@@ -178,6 +178,8 @@ def _validate(cfg: Config):
     if cfg.time_budget_s is not None and not cfg.time_budget_s > 0:
         raise ValueError(f"time_budget_s={cfg.time_budget_s} must be a number of seconds greater than 0, or None "
                          f"for no time budget")
+    if cfg.num_workers < 0:
+        raise ValueError(f"num_workers={cfg.num_workers}: give 0 (load in the training process) or more")
     if cfg.weight_decay < 0 or cfg.warmup_epochs < 0:
         raise ValueError(f"weight_decay={cfg.weight_decay} and warmup_epochs={cfg.warmup_epochs} must be at least 0")
     for key, value in cfg.extra.items():
@@ -241,10 +243,11 @@ def resolve_device(device: str = "auto"):
         return torch.device("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} but this machine has no CUDA GPU that torch can use; "
-                           f"set DEVICE = 'cpu' (or 'auto' to pick the best device present)")
+                           f"set DEVICE = 'cpu' in a notebook, --device cpu in the shell (or 'auto' to pick the best "
+                           f"device present)")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RuntimeError("device='mps' but Apple's Metal backend is not available here; "
-                           "set DEVICE = 'cpu' (or 'auto')")
+                           "set DEVICE = 'cpu' in a notebook, --device cpu in the shell (or 'auto')")
     return torch.device(device)
 
 

@@ -234,7 +234,9 @@ def load_dataset(name: str = "shapes", split: str = "train", n: int | None = Non
     if name == "folder":
         from .folders import _check_class_balance, _load_folder
         if root is None:
-            raise ValueError("dataset 'folder' needs the folder: load_dataset('folder', root='path/to/images')")
+            raise ValueError("dataset 'folder' needs the folder: give its path as the dataset (DATASET = "
+                             "'path/to/images' in a notebook, --dataset path/to/images in the shell), or "
+                             "load_dataset('folder', root='path/to/images')")
         images, labels, classes, info = _load_folder(split, root, image_size, n, seed)
         if split == "unlabeled":
             labels = torch.full_like(labels, -1)
