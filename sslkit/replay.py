@@ -5,7 +5,9 @@ With ``REPLAY = True`` a notebook loads, for each training, the weights and the 
 lesson run produced (committed under ``results/replay/``, each file checked against the sha256 in its
 ``MANIFEST.json``), says so, shows the recorded curves, and computes every evaluation on those weights here: a class
 runs the notebook in minutes and discusses it, and runs the trainings as homework (``REPLAY = False``, the default).
-``REPLAY = "record"`` trains and writes the files (what the maintainers do when they record a lesson run).
+``REPLAY = ["byol", "simsiam"]`` replays the trainings it names and trains the others here: a class trains the one
+method it discusses live (a few minutes) and replays the rest. ``REPLAY = "record"`` trains and writes the files
+(what the maintainers do when they record a lesson run).
 
 The random state after a training is stored with it and restored on replay, so the cells after a replayed training
 see what they saw after the real one: the evaluations give the recorded numbers (``tests/test_replay.py``).
@@ -42,7 +44,7 @@ import torch
 REPLAY_DIR = Path(__file__).resolve().parent.parent / "results" / "replay"  # the repository's recorded trainings
 ENV_DIR = "SSLKIT_REPLAY_DIR"  # another folder for them (the tests record smoke runs into a temporary one)
 MANIFEST = "MANIFEST.json"  # file name -> sha256 and size of every replay file in a folder
-MODES = (False, True, "record")
+MODES = (False, True, "record")  # or a list of training names: replay those, train the others
 _NOT_COMPARED = ("device", "num_workers")  # where a run happens, not what it trains
 
 
@@ -50,14 +52,29 @@ class ReplayError(ValueError):
     """A replay cannot be used (missing, changed on disk, or recorded with other values); the message says why."""
 
 
-def check_mode(replay) -> bool | str:
-    """``replay`` if it is one of ``MODES``, else a ValueError saying which values there are."""
+def check_mode(replay) -> bool | str | tuple[str, ...]:
+    """``replay`` if it is one of ``MODES`` (a list or tuple of training names: as a tuple), else a ValueError saying
+    which values there are.
+
+    >>> check_mode(None), check_mode(True), check_mode(["byol", "dino"])
+    (False, True, ('byol', 'dino'))
+    """
     if replay is None:
         return False
-    if replay not in MODES or isinstance(replay, int) and not isinstance(replay, bool):
-        raise ValueError(f"REPLAY={replay!r}: choose False (train), True (load the recorded lesson run's trainings) "
-                         f"or \"record\" (train and save them as the replay)")
-    return replay
+    if isinstance(replay, (list, tuple)):
+        if replay and all(isinstance(n, str) and n for n in replay):
+            return tuple(replay)
+    elif replay in MODES and (isinstance(replay, bool) or not isinstance(replay, int)):  # 1 == True, but not a bool
+        return replay
+    raise ValueError(f"REPLAY={replay!r}: choose False (train), True (load the recorded lesson run's trainings), "
+                     f"a list of their names (replay those, train the others, e.g. [\"byol\", \"dino\"]) or "
+                     f"\"record\" (train and save them as the replay)")
+
+
+def recorded_names(notebook: str, profile: str, folder: str | Path | None = None) -> list[str]:
+    """The names of the trainings of ``notebook`` recorded at ``profile`` (what a ``REPLAY`` list can name)."""
+    prefix, suffix = f"{notebook}.", f".{profile}.pt"
+    return sorted(p.name[len(prefix):-len(suffix)] for p in _folder(folder).glob(f"{prefix}*{suffix}"))
 
 
 def replay_path(notebook: str, name: str, profile: str, folder: str | Path | None = None) -> Path:
@@ -202,12 +219,20 @@ def train_or_replay(notebook: str, name: str, model, cfg, train_fn, replay=False
                     log: dict | None = None, folder: str | Path | None = None):
     """``train_fn()`` (it trains ``model`` and returns its ``History``), or the recorded run's weights and history.
 
-    ``replay``: False trains; True loads the replay of ``name`` (``load``) and prints where it came from; "record"
-    trains, then saves the replay (``record``). ``keep``: the top-level parts of ``model`` a replay holds (the
+    ``replay``: False trains; True loads the replay of ``name`` (``load``) and prints where it came from; a list of
+    names loads the replay when it names ``name`` and trains otherwise (a name with no recording is a
+    ``ReplayError``); "record" trains, then saves the replay (``record``). ``keep``: the top-level parts of ``model`` a replay holds (the
     backbone is what the evaluations read; add the heads a later cell uses). ``log``: a dict a callback fills while
     training (saved with the replay, filled from it).
     """
     replay = check_mode(replay)
+    if isinstance(replay, tuple):  # the named trainings replay, the others train
+        known = recorded_names(notebook, cfg.profile, folder)
+        unknown = [n for n in replay if n not in known]
+        if unknown:
+            raise ReplayError(f"REPLAY names {', '.join(map(repr, unknown))}, but {notebook} has no recorded training "
+                              f"of that name at the {cfg.profile} profile; it has: {', '.join(known) or 'none'}")
+        replay = name in replay
     if replay is True:
         from .callbacks import LivePlot
 

@@ -48,6 +48,51 @@ def test_a_replayed_smoke_run_gives_the_recorded_numbers(path, smoke_runs, tmp_p
     assert text.count("replayed the recorded run") == len(trainings)
 
 
+def test_a_partly_replayed_smoke_run_trains_the_others_and_gives_the_recorded_numbers(smoke_runs, tmp_path):
+    """REPLAY = a list: notebook 03 replays the trainings it names and trains BYOL here. Every metric equals the
+    recorded run's (the same seed and machine train the same BYOL; the replays restore the random state after
+    theirs), and only the named trainings are marked replayed."""
+    path = next(p for p in WITH_REPLAY if p.name.startswith("03"))
+    _, recorded = smoke_runs.run(path)
+    m0 = json.loads(recorded.read_text())["metrics"]
+    trainings = sorted(k[len("train_s_"):] for k in m0 if k.startswith("train_s_"))
+    assert "byol" in trainings
+    named = [n for n in trainings if n != "byol"]
+    again = tmp_path / "partly.json"
+    executed = run_notebook(path, tmp_path / "partly.ipynb",
+                            {"PROFILE": "smoke", "RESULTS_PATH": str(again), "REPLAY": named})
+    m1 = json.loads(again.read_text())["metrics"]
+    assert {k for k in m1 if k.startswith("replayed_")} == {f"replayed_{n}" for n in named}
+    numbers = {k for k in m0 if not TIMING.search(k)}
+    assert {k: m1.get(k) for k in numbers} == {k: m0[k] for k in numbers}
+    text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if isinstance(o.get("text"), str))
+    assert text.count("replayed the recorded run") == len(named) and "byol: replayed" not in text
+
+
+def test_a_replay_list_replays_what_it_names_and_refuses_a_name_never_recorded(tmp_path):
+    cfg = sslkit.make_config("smoke")
+    for name in ("a", "b"):
+        replay.record("demo", name, torch.nn.Linear(3, 2), cfg, History(losses=[1.0], steps=1, total_steps=1,
+                                                                         epochs=1.0, wall_time_s=1.0),
+                      keep=None, folder=tmp_path)
+    assert replay.recorded_names("demo", "smoke", tmp_path) == ["a", "b"]
+    trained = []
+
+    def fit(name):
+        trained.append(name)
+        return History(losses=[2.0], steps=1, total_steps=1, epochs=1.0, wall_time_s=1.0)
+
+    got = {n: replay.train_or_replay("demo", n, torch.nn.Linear(3, 2), cfg, lambda n=n: fit(n), ["a"], keep=None,
+                                     folder=tmp_path) for n in ("a", "b")}
+    assert trained == ["b"] and got["a"].replayed and not got["b"].replayed
+    with pytest.raises(replay.ReplayError, match=r"REPLAY names 'c', but demo has no recorded training of that name "
+                                                 r"at the smoke profile; it has: a, b"):
+        replay.train_or_replay("demo", "a", torch.nn.Linear(3, 2), cfg, lambda: fit("a"), ["a", "c"], keep=None,
+                               folder=tmp_path)
+    assert trained == ["b"]  # nothing trained before the error
+
+
 @pytest.mark.skipif(not COMMITTED.exists(), reason="no replay is committed yet (results/replay/MANIFEST.json)")
 def test_the_committed_replays_match_their_checksums():
     manifest = json.loads(COMMITTED.read_text())
@@ -143,11 +188,12 @@ def test_a_replay_of_another_network_names_the_mismatch(tmp_path):
         replay.load("demo", "net", torch.nn.Linear(4, 2), cfg, folder=tmp_path)
 
 
-@pytest.mark.parametrize("value", ["yes", 1, 0, "True"])
-def test_the_replay_switch_takes_three_values(value):
-    with pytest.raises(ValueError, match=r"choose False \(train\), True .* or \"record\""):
+@pytest.mark.parametrize("value", ["yes", 1, 0, "True", [], [1], ["byol", ""]])
+def test_the_replay_switch_takes_three_values_or_a_list_of_names(value):
+    with pytest.raises(ValueError, match=r"choose False \(train\), True .*, a list of their names .* or \"record\""):
         replay.check_mode(value)
-    assert [replay.check_mode(v) for v in (None, False, True, "record")] == [False, False, True, "record"]
+    assert [replay.check_mode(v) for v in (None, False, True, "record", ["byol"], ("a", "b"))] == [
+        False, False, True, "record", ("byol",), ("a", "b")]
 
 
 # ---------------------------------------------------------------------------------------------------------------
