@@ -221,9 +221,9 @@ def train_or_replay(notebook: str, name: str, model, cfg, train_fn, replay=False
 
     ``replay``: False trains; True loads the replay of ``name`` (``load``) and prints where it came from; a list of
     names loads the replay when it names ``name`` and trains otherwise (a name with no recording is a
-    ``ReplayError``); "record" trains, then saves the replay (``record``). ``keep``: the top-level parts of ``model`` a replay holds (the
-    backbone is what the evaluations read; add the heads a later cell uses). ``log``: a dict a callback fills while
-    training (saved with the replay, filled from it).
+    ``ReplayError``); "record" trains, then saves the replay (``record``). ``keep``: the top-level parts of
+    ``model`` a replay holds (the backbone is what the evaluations read; add the heads a later cell uses). ``log``: a
+    dict a callback fills while training (saved with the replay, filled from it).
     """
     replay = check_mode(replay)
     if isinstance(replay, tuple):  # the named trainings replay, the others train
