@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sslkit.bench import BENCHMARKS, main
 
 
@@ -18,8 +20,6 @@ def test_unknown_benchmark_is_a_clear_error():
 
 
 def test_counts_below_one_and_unknown_backbones_are_clear_errors(capsys):
-    import pytest
-
     for argv, message in [(["train", "--steps", "0"], "--steps 0: give at least 1"),
                           (["eval", "--num-test", "0"], "--num-test 0: give at least 1"),
                           (["step", "--backbone", "resnet99"], "unknown backbone 'resnet99'; choose one of: ")]:

@@ -74,7 +74,8 @@ def test_a_flag_s_value_can_also_be_set_with_set(tmp_path, capsys):
     (["simclr", "--max-steps", "0"], "--max-steps 0: give at least 1"),
     (["simclr", "--set", "num_workers=-1"], "num_workers=-1: give 0 (load in the training process) or more"),
     (["simclr", "--run-dir", __file__], f"--run-dir {__file__!r} cannot hold checkpoints ([Errno 17] File exists"),
-    pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU that torch can use; set DEVICE = 'cpu' in a notebook, --device cpu in the shell",
+    pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU that torch can use; "
+                 "set DEVICE = 'cpu' in a notebook, --device cpu in the shell",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_bad_input_is_a_clear_error(args, message, capsys, monkeypatch, tmp_path):
