@@ -284,10 +284,13 @@ def main(argv=None):
             parser.error(f"--{flag.replace('_', '-')} {value}: give at least {0 if flag == 'workers' else 1}")
     if args.backbone is None and args.name != "train":
         args.backbone = "resnet_small"
-    from .models import BACKBONES
+    from .models import check_backbone
 
-    if args.backbone is not None and args.backbone not in BACKBONES:
-        parser.error(f"unknown backbone {args.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    try:
+        if args.backbone is not None:
+            check_backbone(args.backbone)
+    except ValueError as e:
+        parser.error(str(e))
     from .results import hardware, versions
 
     start = time.perf_counter()

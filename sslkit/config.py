@@ -157,15 +157,14 @@ def _adopt_prepared(values: dict, given: set):
 
 def _validate(cfg: Config):
     from .data import DATASETS
-    from .models import BACKBONES
+    from .models import check_backbone
     from pathlib import Path
 
     _check_field_types(cfg)
     if cfg.dataset not in DATASETS and not Path(cfg.dataset).expanduser().is_dir():
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}, "
                          f"or give the path of an image folder")
-    if cfg.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    check_backbone(cfg.backbone)
     if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
         raise ValueError(f"unknown device {cfg.device!r}; choose one of: {', '.join(DEVICES)} (or 'cuda:N')")
     for name in ("image_size", "num_epochs", "batch_size", "num_unlabeled", "num_train", "num_test"):

@@ -219,6 +219,13 @@ BACKBONES = {
 }
 
 
+def check_backbone(name: str) -> None:
+    """ValueError naming the choices when ``name`` is not one of ``BACKBONES`` (a Config, the shell and the
+    benchmarks check with this before anything is built)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+
+
 def make_backbone(name: str, **overrides) -> tuple[nn.Module, int]:
     """Build a backbone by name; returns ``(backbone, feature_dim)``.
 
@@ -227,8 +234,7 @@ def make_backbone(name: str, **overrides) -> tuple[nn.Module, int]:
         overrides: e.g. ``width=24`` or ``blocks=(2, 2, 2, 2)`` for the small ResNets;
             ``image_size``, ``patch_size``, ``hidden_dim``, ``num_layers``, ``num_heads`` for the ViT.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    check_backbone(name)
     build, defaults = BACKBONES[name]
     model = build(**{**defaults, **overrides})
     return model, model.feature_dim
@@ -244,8 +250,7 @@ def backbone_overrides(cfg) -> dict:
     """
     import inspect
 
-    if cfg.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    check_backbone(cfg.backbone)
     names = set(inspect.signature(BACKBONES[cfg.backbone][0]).parameters)
     return {k: v for k, v in cfg.extra.items() if k in names}
 

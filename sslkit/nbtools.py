@@ -152,11 +152,10 @@ def strip_outputs(path: str | Path) -> bool:
 def refresh_checked_outputs(path: str | Path) -> None:
     """Execute at the smoke profile and store the outputs of checked cells only."""
     path = Path(path)
-    read_notebook(path)  # a file that is not a notebook stops here, before papermill tries it
+    nb = read_notebook(path)  # a file that is not a notebook stops here, before papermill tries it
     with tempfile.TemporaryDirectory() as tmp:
         executed = run_notebook(path, Path(tmp) / path.name,
                                 {"PROFILE": "smoke", "RESULTS_PATH": str(Path(tmp) / "results.json")})
-    nb = read_notebook(path)
     ran = [c for c in executed["cells"] if c.get("cell_type") == "code" and "injected-parameters"
            not in c.get("metadata", {}).get("tags", [])]
     code = [c for c in nb["cells"] if c.get("cell_type") == "code"]
