@@ -110,22 +110,27 @@ def save_checkpoint(folder: str | Path, *, model, optimizer=None, scheduler=None
     _atomic_save(state, path, f"the previous checkpoints in {folder} are intact")
     if keep_last is not None:
         for old in checkpoints_in(folder)[:-keep_last]:
-            old.unlink(missing_ok=True)
+            if old != path:  # (a file of a later epoch left by another run never pushes out the one just written)
+                old.unlink(missing_ok=True)
     return path
 
 
 def _read(path: Path) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "model" not in state:  # a tensor or dict that torch.save wrote elsewhere
+            raise ValueError(f"it holds a {type(state).__name__} without the weights ('model') sslkit saves")
+        return state
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path} contains pickled objects or code that weights-only loading refuses; sslkit "
                               f"does not execute code from checkpoint files. Re-save it with "
                               f"sslkit.checkpoint.save_checkpoint ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated, empty or not a torch file at all (the unpickler then fails in many ways)
         others = [p.name for p in checkpoints_in(path.parent) if p != path]
-        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0]}); "
+        first = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__}: {first}); "
                               f"other checkpoints in that folder: {others or 'none'}") from None
 
 

@@ -145,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     infinite, 2 for a bad command line, 130 or 143 when Ctrl-C or SIGTERM stopped it (the checkpoint is saved; the
     same command resumes it).
     """
+    from .checkpoint import CheckpointError
     from .data import load_split
     from .distributed import init_distributed
+    from .resume import resumable, run_config
     from .results import Results, check_writable, default_results_path
     from .optim import make_optimizer
     from .speed import peak_lr, speed_options
@@ -170,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
             method.check_batch_size(cfg.batch_size)
     except ValueError as e:
         parser.error(str(e))
-    if args.run_dir and info.is_main:  # where the checkpoints go: a folder that cannot be written stops here too
-        try:
+    if args.run_dir and info.is_main:  # where the checkpoints go: a folder that cannot be written stops here too,
+        try:  # and one holding another run (or only unreadable checkpoints), before the results file is touched
             check_writable(Path(args.run_dir) / "epoch-0001.pt")
+            resumable(args.run_dir, run_config(cfg, method, info.world_size))
         except OSError as e:
             parser.error(f"--run-dir {args.run_dir!r} cannot hold checkpoints ({e.__cause__ or e}); give a folder "
                          f"you can write, e.g. runs/{args.method}")
+        except CheckpointError as e:
+            parser.error(str(e).replace("give a new run_dir", "give another --run-dir"))
     results_path = args.results or default_results_path(f"train_{args.method}", cfg.profile)
     try:  # the data and the results folder before the results file: a missing dataset, an unfinished preparation
         unlabeled = load_split(cfg, "unlabeled")  # or a folder that cannot be written stops here, having written nothing
@@ -183,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(results_path)
     except (OSError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
         parser.error(str(e).replace("RESULTS_PATH=", "--results ").replace("set RESULTS_PATH to", "give --results"))
+    no_knn = None  # the kNN evaluation needs labeled splits: a folder without classes (or with one) trains all the same
+    if info.is_main:
+        try:
+            bank, test = load_split(cfg, "train"), load_split(cfg, "test")
+        except ValueError as e:
+            no_knn = str(e)
+            say(f"note: no kNN evaluation at the end ({no_knn.split(';')[0]}); the run trains and saves all the same")
     results = Results(f"train_{args.method}", cfg, results_path) if info.is_main else None
     say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}, recipe {cfg.recipe}: "
         f"{info.world_size} process(es) on {info.device}, batch {cfg.batch_size} per process "
@@ -202,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                     "resumed_from_step": history.resumed_from_step})
     if history.losses:
         results.record("final_loss", history.final_loss)
+    # a step cap or a time budget that stopped the run before its plan: the file says so (its numbers are a part's)
+    cut_short = results.mark_cut_short(args.method, history, verbose=False, metric="cut_short")
     if history.stop_reason in ("interrupted", "SIGTERM"):
         say(f"stopped: {history.message}")
         return 130 if history.stop_reason == "interrupted" else 143
@@ -210,13 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         say(f"failed: {history.message}")
         return 1
     from .evaluate import extract_features, knn_accuracy, raw_pixels
-    bank, test = load_split(cfg, "train"), load_split(cfg, "test")
-    knn = knn_accuracy(extract_features(method.backbone, bank), bank.labels, extract_features(method.backbone, test),
-                       test.labels)
-    knn_pixels = knn_accuracy(raw_pixels(bank), bank.labels, raw_pixels(test), test.labels)
-    results.update({"knn": knn, "knn_raw_pixels": knn_pixels})
+    done = f"{history.steps} steps ({history.epochs:.2f} epochs) in {history.wall_time_s:.1f} s, " \
+           f"{history.images_per_s:.0f} images/s"
+    if no_knn is None:
+        knn = knn_accuracy(extract_features(method.backbone, bank), bank.labels,
+                           extract_features(method.backbone, test), test.labels)
+        knn_pixels = knn_accuracy(raw_pixels(bank), bank.labels, raw_pixels(test), test.labels)
+        results.update({"knn": knn, "knn_raw_pixels": knn_pixels})
+        done += f"; kNN accuracy on the test split {knn:.3f} (raw pixels: {knn_pixels:.3f})"
     results.save()  # the run is done: the file is marked complete (a run stopped before stays unfinished)
-    say(f"{history.steps} steps ({history.epochs:.2f} epochs) in {history.wall_time_s:.1f} s, "
-        f"{history.images_per_s:.0f} images/s; kNN accuracy on the test split {knn:.3f} (raw pixels: "
-        f"{knn_pixels:.3f}); results in {results.path}")
+    say(f"{done}; results in {results.path}" + (f" (no kNN evaluation: {no_knn})" if no_knn else ""))
+    if cut_short:
+        say(f"cut short: {history.message}; its numbers are those of part of the planned run")
     return 0

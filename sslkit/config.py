@@ -205,7 +205,8 @@ def _check_field_types(cfg: Config):
 
 def _check_knob_range(key: str, value):
     """A method knob outside its valid range is an error before anything trains: temperatures and learning rates
-    above 0, momenta in [0, 1], mask ratios in (0, 1), weight decays at least 0 (a tuple: each of its values)."""
+    above 0, momenta in [0, 1], mask ratios in (0, 1), weight decays at least 0, widths and feature sizes at least 1
+    (a tuple: each of its values)."""
     values = value if isinstance(value, (tuple, list)) else (value,)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return  # a name, a grid, a flag: not a range
@@ -218,6 +219,8 @@ def _check_knob_range(key: str, value):
         bad, valid = [v for v in values if not 0 < v < 1], "between 0 and 1 (exclusive)"
     elif name.endswith("weight_decay"):
         bad, valid = [v for v in values if not v >= 0], "at least 0"
+    elif name.endswith(("width", "_dim")):  # channels and feature sizes (width=0 would fail in the first step)
+        bad, valid = [v for v in values if not v >= 1], "at least 1"
     else:
         return
     if bad:

@@ -159,14 +159,27 @@ class Results:
                      f"epochs_{name}": history.epochs})
         if getattr(history, "replayed", False):  # loaded from the recorded run (REPLAY): its training, not this one's
             self.record(f"replayed_{name}", 1)
-        if getattr(history, "stop_reason", None) in ("time budget", "time limit"):
+        self.mark_cut_short(name, history, verbose)
+
+    def mark_cut_short(self, name: str, history, verbose: bool = True, metric: str | None = None) -> bool:
+        """Mark training run ``name`` when it stopped before its planned steps (a time budget or limit, or a step
+        cap like the shell's ``--max-steps``): ``"cut_short"`` in the file says what that did, and the metric
+        ``metric`` (default ``cut_short_<name>``) is 1. Returns whether it was cut short."""
+        reason = getattr(history, "stop_reason", None)
+        if reason in ("time budget", "time limit"):
             note = (f"{name} was cut short: {history.message}. Its numbers are below what its planned "
                     f"{history.total_steps} steps give, and depend on this machine's speed (set TIME_BUDGET_S = None "
                     f"to train the plan)")
-            self.cut_short[name] = note
-            self.record(f"cut_short_{name}", 1)
-            if verbose:
-                print(note)
+        elif reason == "max steps" and history.steps < history.total_steps:
+            note = (f"{name} was cut short: {history.message}. Its numbers are those of {history.steps} of its "
+                    f"planned {history.total_steps} steps")
+        else:
+            return False
+        self.cut_short[name] = note
+        self.record(metric or f"cut_short_{name}", 1)
+        if verbose:
+            print(note)
+        return True
 
     def as_dict(self) -> dict:
         out = {"notebook": self.notebook, "profile": self.config.get("profile"), "config": self.config,

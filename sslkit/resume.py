@@ -24,12 +24,14 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CheckpointError, _atomic_save, checkpoints_in, latest_checkpoint, load_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
 from .config import Config
 
 RUN_KNOBS = {
@@ -94,6 +96,29 @@ def check_same_run(saved: dict, now: dict, path: Path):
                               f"it, or give a new run_dir to start a new run.")
 
 
+def resumable(run_dir, config: dict) -> Path | None:
+    """The checkpoint in ``run_dir`` that a run with ``config`` (``run_config``) resumes from: the newest that loads,
+    or None for a new run. ``CheckpointError`` when ``run_dir`` holds another run, or checkpoints none of which loads
+    (the run would start again and prune them); a warning names newer ones skipped as corrupt."""
+    files = checkpoints_in(run_dir) if run_dir and Path(run_dir).is_dir() else []
+    path = latest_checkpoint(run_dir) if files else None
+    if files and path is None:
+        raise CheckpointError(f"{run_dir} holds checkpoints and none of them loads ({', '.join(p.name for p in files)}:"
+                              f" corrupt or truncated); move them away (or delete them) to start a new run there, or "
+                              f"give a new run_dir")
+    if path is None:
+        return None
+    if path != files[-1]:
+        warnings.warn(f"{run_dir}: {', '.join(p.name for p in files[files.index(path) + 1:])} could not be read "
+                      f"(corrupt or truncated); resuming from {path.name}", RuntimeWarning)
+    saved = load_checkpoint(path, restore_rng=False)
+    if "history" not in saved.get("extra", {}):
+        raise CheckpointError(f"{path} was not written by sslkit.train.train (no training state in it); "
+                              f"give train a run_dir of its own")
+    check_same_run(saved["config"], config, path)
+    return path
+
+
 class RunDir:
     """The checkpoints of one ``train`` run in ``run_dir`` (None: nothing is saved, and every call is a no-op).
 
@@ -119,7 +144,7 @@ class RunDir:
         """Continue from the newest checkpoint that loads (rank 0 picks it, every process reads it): the weights,
         the optimizer, the random states, ``history``; returns the seconds the run had trained (0: a new run)."""
         self.scaler = scaler
-        path = latest_checkpoint(self.dir) if self.dir and self.info.is_main else None
+        path = resumable(self.dir, self.config) if self.dir and self.info.is_main else None
         if self.info.distributed:
             import torch.distributed as dist
             box = [str(path) if path else None]
@@ -128,10 +153,6 @@ class RunDir:
         if path is None:
             return 0.0
         first = load_checkpoint(path, restore_rng=False)
-        if "history" not in first.get("extra", {}):
-            raise CheckpointError(f"{path} was not written by sslkit.train.train (no training state in it); "
-                                  f"give train a run_dir of its own")
-        check_same_run(first["config"], self.config, path)
         if first["extra"]["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(f"{path} was saved by a run with {first['extra']['steps_per_epoch']} steps per "
                                   f"epoch, this one has {self.steps_per_epoch}: the data is not the same size; train "
@@ -146,6 +167,8 @@ class RunDir:
         self.generator.set_state(self.shuffle_state)
         if self.info.distributed and len(extra.get("rng_per_rank", [])) == self.info.world_size:
             set_rng_state(extra["rng_per_rank"][self.info.rank])
+        elif self.info.distributed and self.info.rank:  # saved by `interrupted`: each process's own file
+            self._restore_own_rng(path, state["step"])
         if scaler is not None and "scaler" in extra:
             scaler.load_state_dict(extra["scaler"])
         history.checkpoint = str(path)
@@ -197,12 +220,34 @@ class RunDir:
 
     def interrupted(self, history, elapsed: float) -> None:
         """A ``KeyboardInterrupt`` raised mid-step (a second Ctrl-C, or by code): save the run as before that
-        step, its buffers (updated by the forward pass) put back."""
+        step, its buffers (updated by the forward pass) put back. Under torchrun the other processes may be
+        elsewhere, so nothing is gathered: rank 0 writes the checkpoint, every other process its random state
+        (``rng-rank<r>.pt``, which ``resume`` reads when it is of the checkpoint's step)."""
         if self.in_step and self.buffers is not None:
             for b, before in zip(self.method.buffers(), self.buffers):
                 b.copy_(before)
         if self.saved_at != history.steps:
-            self.save(history, elapsed, rng=self.snapshot if self.in_step else None, gather=False)
+            rng = (self.snapshot if self.in_step else None) or rng_state()
+            self.save(history, elapsed, rng=rng, gather=False)
+            if self.dir and self.info.distributed and self.info.rank:
+                Path(self.dir).mkdir(parents=True, exist_ok=True)  # (rank 0 may not have made it yet)
+                _atomic_save({"step": history.steps, "rng": rng}, self._own_rng_path(),
+                             "the random state saved there before is intact")
+
+    def _own_rng_path(self) -> Path:
+        return Path(self.dir) / f"rng-rank{self.info.rank}.pt"
+
+    def _restore_own_rng(self, checkpoint: Path, step: int) -> None:
+        """This process's random state saved by ``interrupted`` at ``step``; else a warning that it goes on
+        with rank 0's (its random crops then differ from those of a run that was never stopped)."""
+        path = self._own_rng_path()
+        saved = torch.load(path, weights_only=True) if path.is_file() else None
+        if saved is not None and saved["step"] == step:
+            set_rng_state(saved["rng"])
+            return
+        warnings.warn(f"{checkpoint} holds no random state of process {self.info.rank} at step {step} (the run was "
+                      f"stopped at once, on processes at different steps); it goes on with process 0's, so its "
+                      f"random crops differ from those of a run that was never stopped", RuntimeWarning)
 
     def failed(self, history, elapsed: float) -> None:
         """The step ran out of memory: save what the run had done (on one process; the others may be gone)."""

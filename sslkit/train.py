@@ -134,7 +134,7 @@ def _stop_on_non_finite(history: History, loss: float, epoch: int, cfg: Config, 
     last_finite.restore()
     last = f"{history.losses[-1]:.4f}" if history.losses else "none (the first step)"
     history.stopped_early, history.stop_reason = True, "non-finite loss"
-    history.message = (f"the loss became {loss} at step {history.steps} (epoch {epoch}); the last finite loss was "
+    history.message = (f"the loss became {loss} at step {history.steps + 1} (epoch {epoch + 1}); the last finite loss was "
                        f"{last}. Training stopped and the weights of the last finite step were restored. Try a "
                        f"lower learning rate (lr={cfg.lr:g} -> {cfg.lr / 3:g}), more warm-up, or fp32 if you used "
                        f"mixed precision.")
@@ -272,7 +272,9 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
             run.failed(history, clock.elapsed)
             raise out_of_memory_error(e, batch_size, opts, info.device, history.steps) from e
         raise
-    run.finish(history, clock.elapsed)  # whatever stopped the run, nothing it did is lost
+    if history.stop_reason != "non-finite loss":  # whatever stopped the run, nothing it did is lost
+        run.finish(history, clock.elapsed)  # (after a NaN the weights are a step behind the optimizer and the
+        # step count: the newest checkpoint stays the last epoch's, whole)
     history.wall_time_s = clock.tick()
     history.epochs = history.steps / steps_per_epoch
     history.images_per_s = history.steps * batch_size * info.world_size / max(history.wall_time_s, 1e-9)

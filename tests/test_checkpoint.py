@@ -67,6 +67,20 @@ def test_truncated_file_is_a_clear_error_and_the_previous_one_is_used(tmp_path):
     assert latest_checkpoint(tmp_path) == good
 
 
+def test_junk_empty_and_foreign_files_are_corrupt_checkpoints_and_never_push_out_a_new_one(tmp_path):
+    """Text, an empty file or a bare tensor named like a checkpoint: a CheckpointError (the unpickler's KeyError or
+    IndexError used to escape), skipped by latest_checkpoint; pruning keeps the file it just wrote."""
+    (tmp_path / "epoch-0007.pt").write_text("junk")
+    (tmp_path / "epoch-0008.pt").write_bytes(b"")
+    torch.save(torch.zeros(2), tmp_path / "epoch-0009.pt")
+    for name in ("epoch-0007.pt", "epoch-0008.pt", "epoch-0009.pt"):
+        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+            load_checkpoint(tmp_path / name, _model())
+    assert latest_checkpoint(tmp_path) is None
+    written = save_checkpoint(tmp_path, model=_model(), epoch=1, keep_last=1)
+    assert written.exists() and latest_checkpoint(tmp_path) == written
+
+
 def test_pickled_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):

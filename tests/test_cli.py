@@ -20,12 +20,16 @@ TINY = ["--profile", "smoke", "--epochs", "2", "--batch-size", "32", "--quiet", 
 def test_a_run_writes_results_and_checkpoints_and_a_rerun_resumes(tmp_path, capsys):
     results, run_dir = tmp_path / "r.json", tmp_path / "run"
     assert main(["simclr", *TINY, "--results", str(results), "--run-dir", str(run_dir), "--max-steps", "3"]) == 0
-    first = load_results(results)["metrics"]
-    assert first["steps"] == 3 and "knn" in first  # a planned stop still evaluates
+    first = load_results(results)
+    assert first["metrics"]["steps"] == 3 and "knn" in first["metrics"]  # a planned stop still evaluates,
+    assert first["metrics"]["cut_short"] == 1 and "3 of its planned 8 steps" in first["cut_short"]["simclr"]  # marked
+    assert "cut short: max steps after 3 of 8 steps" in capsys.readouterr().out
     assert main(["simclr", *TINY, "--results", str(results), "--run-dir", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "resuming from" in out and "at step 3 of 8" in out
-    metrics = load_results(results)["metrics"]
+    done = load_results(results)
+    metrics = done["metrics"]
+    assert "cut_short" not in done and "cut_short" not in metrics and "cut short" not in out  # the whole plan now
     assert metrics["steps"] == 8 and metrics["resumed_from_step"] == 3 and metrics["world_size"] == 1
     assert 0 <= metrics["knn"] <= 1 and metrics["images_per_s"] > 0
     assert sorted(p.name for p in run_dir.glob("epoch-*.pt")) == ["epoch-0001.pt", "epoch-0002.pt"]
@@ -55,6 +59,7 @@ def test_a_flag_s_value_can_also_be_set_with_set(tmp_path, capsys):
     (["simclr", "--profile", "huge"], "unknown profile 'huge'; choose one of: smoke, lesson, full"),
     (["byol", "--set", "target_momentum=1.5"], "target_momentum=1.5 is out of range: it must be between 0 and 1"),
     (["byol", "--set", "predictor_lr_scale=0"], "predictor_lr_scale=0: give a positive number"),
+    (["simclr", "--set", "width=0"], "width=0 is out of range: it must be at least 1"),
     (["byol", "--set", "lr_schedule=linear"], "unknown lr_schedule 'linear'; choose one of: cosine, constant"),
     (["byol", "--set", "byol_lr=0.1"], "unknown setting 'byol_lr' for byol on resnet_tiny"),
     (["byol", "--recipe", "byol_sgd"], "unknown recipe 'byol_sgd' (did you mean byol?); choose one of: barlowtwins"),
@@ -186,3 +191,53 @@ def test_a_diverging_run_exits_1_and_marks_its_results_file(tmp_path, capsys):
     metrics = load_results(results)["metrics"]
     assert metrics["diverged"] == 1 and "knn" not in metrics
 
+
+
+def _images(folder, classes, n=6):
+    from PIL import Image
+    for k, name in enumerate(classes):
+        for i in range(n):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 20), (40 * k, 10 * i, 7)).save(folder / name / f"{i}.png")
+    return folder
+
+
+FOLDER = ["--profile", "smoke", "--batch-size", "4", "--quiet", "--device", "cpu", "--set", "width=8"]
+
+
+@pytest.mark.filterwarnings("ignore:k=200 is larger than the feature bank")  # a dozen images
+def test_a_run_dir_of_another_run_is_refused_before_the_results_file_is_touched(tmp_path, capsys):
+    """Resuming with other settings, or from a folder whose checkpoints all fail to load: exit 2 with the reason,
+    and the results file of the earlier run stays as it was (it used to be rewritten as an empty unfinished file)."""
+    a, b = _images(tmp_path / "a", ["cat", "dog"]), _images(tmp_path / "b", ["cat", "dog", "owl"])
+    results, run_dir = tmp_path / "r.json", tmp_path / "run"
+    assert main(["simclr", "--dataset", str(a), *FOLDER, "--run-dir", str(run_dir), "--results", str(results)]) == 0
+    before = results.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        main(["simclr", "--dataset", str(b), *FOLDER, "--run-dir", str(run_dir), "--results", str(results)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "holds a run with another config: dataset:" in err and "another --run-dir" in err
+    assert results.read_bytes() == before and is_complete(load_results(results))
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "epoch-0001.pt").write_text("junk")
+    (junk / "epoch-0002.pt").write_bytes(b"")
+    with pytest.raises(SystemExit) as e:
+        main(["simclr", "--dataset", str(a), *FOLDER, "--run-dir", str(junk), "--results", str(tmp_path / "j.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "none of them loads (epoch-0001.pt, epoch-0002.pt" in err and "Traceback" not in err
+    assert sorted(p.name for p in junk.iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]  # nothing pruned or written
+
+
+def test_a_folder_without_classes_trains_and_skips_the_knn_evaluation(tmp_path, capsys):
+    """A flat folder (unlabeled) or one class: trained, saved, the results file complete without a kNN accuracy
+    (the evaluation needs labeled splits; it used to crash after the whole training)."""
+    flat = tmp_path / "flat"
+    _images(tmp_path, ["flat"])
+    one = _images(tmp_path / "one", ["only"])
+    for folder in (flat, one):
+        results = tmp_path / f"{folder.name}.json"
+        assert main(["simclr", "--dataset", str(folder), *FOLDER, "--max-steps", "1", "--results", str(results)]) == 0
+        data = load_results(results)
+        assert is_complete(data) and data["metrics"]["steps"] == 1 and "knn" not in data["metrics"]
+        assert "no kNN evaluation" in capsys.readouterr().out

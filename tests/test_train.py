@@ -11,6 +11,7 @@ from torch import nn
 
 import sslkit
 from sslkit.augment import flip_and_translate
+from sslkit.checkpoint import latest_checkpoint
 from sslkit.optim import lr_at
 from sslkit.recipes import recipe
 from sslkit.supervised import Supervised, fit_supervised
@@ -97,7 +98,7 @@ class ExplodesAt(nn.Module):
 def test_nan_loss_stops_restores_last_good_weights_and_explains(data):
     method = ExplodesAt(bad_step=3)
     snapshots = []
-    with pytest.warns(RuntimeWarning, match="step 3") as w:
+    with pytest.warns(RuntimeWarning, match=r"at step 4 \(epoch 2\)") as w:  # 3 steps per epoch
         h = train(method, data, cfg(num_epochs=5, lr=1e-2), progress=False,
                   callbacks=[lambda h: snapshots.append([p.detach().clone() for p in method.parameters()])])
     message = str(w[0].message)
@@ -107,6 +108,20 @@ def test_nan_loss_stops_restores_last_good_weights_and_explains(data):
     # the restored weights are those the last finite loss was computed with: after step 2's update
     for p, q in zip(method.parameters(), snapshots[1]):
         assert torch.equal(p, q)
+
+
+def test_a_nan_stop_leaves_the_last_whole_checkpoint_newest(data, tmp_path):
+    """After a NaN the weights go back a step while the optimizer has taken it: a checkpoint of that mix would resume
+    a run that never was. The newest checkpoint stays the last epoch's (3 steps per epoch; step 5 is NaN)."""
+    method, snapshots = ExplodesAt(bad_step=4), []
+    with pytest.warns(RuntimeWarning, match=r"at step 5 \(epoch 2\)"):
+        h = train(method, data, cfg(num_epochs=5, lr=1e-2), progress=False, run_dir=tmp_path,
+                  callbacks=[lambda h: snapshots.append([p.detach().clone() for p in method.parameters()])])
+    assert h.steps == 4 and h.stop_reason == "non-finite loss"
+    saved = torch.load(latest_checkpoint(tmp_path), weights_only=False)
+    assert saved["step"] == 3 and sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch-0001.pt"]
+    for name, q in zip(dict(method.named_parameters()), snapshots[2]):
+        assert torch.equal(saved["model"][name], q)  # the weights after step 3, with step 3's optimizer
 
 
 def test_a_callback_sees_every_step_after_the_methods_own_update(data):
@@ -284,6 +299,22 @@ def test_interrupted_run_resumes_to_the_same_result(small, uninterrupted, tmp_pa
     assert not resumed.stopped_early and resumed.epochs == 3.0
     for name, value in method.state_dict().items():
         assert torch.equal(value, weights[name]), name
+
+
+def test_an_interrupted_moco_run_resumes_with_its_queue(small, tmp_path):
+    """MoCo's queue of keys is part of its state: a resumed run goes on with the keys it had queued, not a fresh
+    random queue (lightly keeps the queue out of state_dict; sslkit's MoCo puts it back in)."""
+    def moco():
+        torch.manual_seed(0)
+        backbone, dim = sslkit.make_backbone("resnet_tiny", width=8)
+        return sslkit.methods.make_method("moco", backbone, dim, hidden_dim=32, out_dim=16, queue_size=64)
+
+    full = train(moco(), small, ssl_cfg(), progress=False)
+    first = train(moco(), small, ssl_cfg(), progress=False, run_dir=tmp_path, callbacks=[_stop_at(4)])
+    assert first.steps == 4
+    resumed = train(method := moco(), small, ssl_cfg(), progress=False, run_dir=tmp_path)
+    assert resumed.resumed_from_step == 4 and resumed.losses == full.losses
+    assert int(method.criterion.memory_bank.bank_ptr) == 12 * 16 % 64
 
 
 def test_finished_run_rerun_changes_nothing_and_max_steps_is_a_planned_stop(small, tmp_path):

@@ -27,6 +27,7 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils import dist as lightly_dist
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
@@ -37,7 +38,7 @@ from ..augment import AugmentParams, two_views
 class MoCo(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, temperature: float = 0.2, queue_size: int = 4096,
                  hidden_dim: int = 512, out_dim: int = 128, target_momentum: float | tuple[float, float] = 0.99,
-                 augment: AugmentParams | None = None, symmetric: bool = False):
+                 augment: AugmentParams | None = None, symmetric: bool = False, gather_distributed: bool = False):
         super().__init__()
         if queue_size < 1:
             raise ValueError(f"queue_size={queue_size}: MoCo needs a queue of at least one batch of keys")
@@ -47,7 +48,13 @@ class MoCo(nn.Module):
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
-        self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, out_dim))
+        # under torchrun, gather_distributed queues every process's keys (as one process with the global batch
+        # would), so the queues stay the same on every process
+        self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, out_dim),
+                                    gather_distributed=gather_distributed)
+        bank = self.criterion.memory_bank  # lightly keeps the queue out of state_dict(); a checkpoint needs it, so
+        for name in ("bank", "bank_ptr"):  # that a resumed run goes on with the keys it had queued
+            bank.register_buffer(name, getattr(bank, name), persistent=True)
         self.queue_size = queue_size
         self.target_momentum = target_momentum_schedule(target_momentum)  # (start, end), e.g. (0.99, 1.0)
         self.augment = augment or AugmentParams()
@@ -61,11 +68,14 @@ class MoCo(nn.Module):
         return self.projection_head_momentum(self.backbone_momentum(x))  # keys (B, out_dim)
 
     def check_batch_size(self, batch_size: int):
-        """The queue takes whole batches of keys (two per step when symmetric): its size must be a multiple."""
-        keys = batch_size * (2 if self.symmetric else 1)
+        """The queue takes whole batches of keys (two per step when symmetric; every process's under torchrun):
+        its size must be a multiple."""
+        processes = lightly_dist.world_size() if self.criterion.gather_distributed else 1
+        keys = batch_size * (2 if self.symmetric else 1) * processes
         if self.queue_size % keys:
             what = f"twice the batch size {batch_size} (symmetric: both views' keys)" if self.symmetric else \
                 f"the batch size {batch_size}"
+            what += f" times {processes} processes" if processes > 1 else ""
             raise ValueError(f"queue_size={self.queue_size} is not a multiple of {what}: the queue would wrap "
                              f"mid-batch; use a queue of k * {keys} (e.g. queue_size={16 * keys})")
 
