@@ -2,6 +2,7 @@
 says "not done yet" on the student version, and leaves the notebook's random state alone; the student versions
 run to the end at smoke; the solution markers are well formed."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,148 @@ def test_the_student_version_runs_to_the_end_at_smoke(path, tmp_path):
                       for c in executed["cells"] for o in c.get("outputs", []))
     for name in (n for n, e in EXERCISES.items() if e.notebook == path.stem):
         assert f"{name}: not done yet" in printed, f"{path.stem}: no 'not done yet' printed for {name}"
+
+
+def _energy_by_subtraction(cams, masks):
+    return ((cams * (1 - masks)).sum((1, 2)) / cams.sum((1, 2)).clamp(min=1e-12)).mean()  # 1 - bool: torch refuses
+
+
+def _scale_lr_own_not_implemented(lr, b, b0, rule="linear"):
+    if rule == "linear":
+        raise NotImplementedError("the linear rule comes later")
+    return lr * (b / b0) ** 0.5
+
+
+def test_only_the_placeholder_means_not_done():
+    """The placeholder's NotImplementedError (the student version's message, or nbgrader's bare one) means "not
+    done yet"; one raised by torch or by the learner's own code is an error of the answer, with its message."""
+    def bare(*args):
+        raise NotImplementedError()
+
+    def placeholder(*args):
+        raise NotImplementedError("your code here")
+
+    for stub in (bare, placeholder):
+        assert ex.check("scale_lr", stub, verbose=False).status == "not done"
+    outcome = ex.check("energy_in_mask", _energy_by_subtraction, verbose=False)
+    assert outcome.status == "wrong" and "not done" not in outcome.message
+    assert "raised NotImplementedError" in outcome.message and "`~`" in outcome.message, outcome.message
+    outcome = ex.check("scale_lr", _scale_lr_own_not_implemented, verbose=False)
+    assert outcome.status == "wrong" and "the linear rule comes later" in outcome.message, outcome.message
+    assert ex.is_placeholder(NotImplementedError("your code here")) and ex.is_placeholder(NotImplementedError())
+    assert not ex.is_placeholder(NotImplementedError("unknown rule 'x'")) and not ex.is_placeholder(ValueError())
+
+
+def _sol(name):
+    return EXERCISES[name].reference
+
+
+# answers whose failure came from the check's own code (compared in another dtype, None turned into a tensor, ints
+# read as rows) and was shown as an error the answer raised: each gets a hint about what it returned
+CHECK_ERRORS = [
+    ("ntxent", lambda z0, z1, t=0.5: _sol("ntxent")(z0.double(), z1.double(), t), "return a float32 tensor"),
+    ("simsiam_loss", lambda *a: _sol("simsiam_loss")(*(x.double() for x in a)), "return a float32 tensor"),
+    ("patchify", lambda x, p: _sol("patchify")(x, p).double(), "return a float32 tensor"),
+    ("label_subset", lambda labels, n, seed, c: None, "not NoneType"),
+    ("best_runs", lambda rows, metric, lower=False: [i for i, r in enumerate(rows) if r.get(metric) is not None][:1],
+     "return the rows (dicts), not int"),
+    ("best_runs", lambda rows, metric, lower=False: [r["METHOD"] for r in _sol("best_runs")(rows, metric, lower)],
+     "return the rows (dicts), not str"),
+]
+
+
+@pytest.mark.parametrize("name,answer,hint", CHECK_ERRORS, ids=[f"{n}-{k}" for k, (n, _, _) in enumerate(CHECK_ERRORS)])
+def test_an_error_of_the_checks_own_code_is_not_blamed_on_the_answer(name, answer, hint):
+    outcome = ex.check(name, answer, verbose=False)
+    assert outcome.status == "wrong" and "raised" not in outcome.message, outcome.message
+    assert hint.lower() in outcome.message.lower(), outcome.message
+
+
+def test_indices_are_a_1d_integer_tensor_or_list():
+    """One helper reads the indices of label_subset (nb07) and shard (nb05): a 1-d tensor or list of integers."""
+    from sslkit.exercises import nb05, nb07
+
+    assert nb05.as_indices is nb07.as_indices is ex.as_indices
+    assert torch.equal(ex.as_indices([3, 1], "indices"), torch.tensor([3, 1]))
+    assert ex.as_indices([], "indices").dtype == torch.long
+    assert ex.as_indices(torch.tensor([2], dtype=torch.int32), "indices").dtype == torch.long
+    for wrong, hint in ((None, "not NoneType"), ("0, 1", "not str"), (torch.tensor([[1], [2]]), "shape (2, 1)"),
+                        (torch.tensor([1.0, 2.0]), "torch.float32"), (torch.tensor([True, False]), "torch.bool")):
+        with pytest.raises(ex.Hint, match=re.escape(hint)):
+            ex.as_indices(wrong, "indices")
+
+
+def test_macro_f1_cases_tell_the_wrong_formulations_apart():
+    """On the first case where a wrong formulation of macro-F1 is wrong, no other one gives the same value, so the
+    check names it (a loop over labels.unique() was taken for sklearn's average='weighted')."""
+    from sslkit.exercises.nb07 import _f1_cases, _f1_variants, macro_f1_reference
+
+    cases = list(_f1_cases(torch.Generator().manual_seed(0)))
+    values = [(macro_f1_reference(*case[:3]), _f1_variants(*case[:3]), case[3]) for case in cases]
+    names = list(values[0][1])
+    for a in names:
+        first = next(((v, what) for want, v, what in values if abs(v[a] - want) > 1e-5), None)
+        assert first is not None, f"no case where {a} is wrong"
+        v, what = first
+        same = [b for b in names if b != a and abs(v[b] - v[a]) <= 1e-5]
+        assert not same, f"{what}: {a} and {same} give the same value, {v[a]:.4f}"
+
+
+def test_macro_f1_names_a_class_dropped_for_being_absent_from_the_labels():
+    def over_labels_present(labels, predictions, num_classes):
+        f1 = []
+        for k in labels.unique():
+            tp = ((predictions == k) & (labels == k)).sum().item()
+            fp = ((predictions == k) & (labels != k)).sum().item()
+            fn = ((predictions != k) & (labels == k)).sum().item()
+            p, r = tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0
+            f1.append(2 * p * r / (p + r) if p + r else 0.0)
+        return sum(f1) / len(f1)
+
+    outcome = ex.check("macro_f1", over_labels_present, verbose=False)
+    assert outcome.status == "wrong" and "absent from the labels" in outcome.message, outcome.message
+    assert "weighted" not in outcome.message
+
+
+def test_update_momentum_checks_that_the_buffers_are_left_alone():
+    def averages_float_buffers(online, target, m):
+        with torch.no_grad():
+            source = online.state_dict()
+            for key, value in target.state_dict().items():
+                if value.is_floating_point():
+                    value.mul_(m).add_(source[key], alpha=1 - m)
+
+    outcome = ex.check("update_momentum", averages_float_buffers, verbose=False)
+    assert outcome.status == "wrong" and "running statistics are left alone" in outcome.message, outcome.message
+
+
+def test_ntxent_must_keep_its_gradient():
+    def item_then_tensor(z0, z1, t=0.5):
+        return torch.tensor(_sol("ntxent")(z0, z1, t).item())
+
+    outcome = ex.check("ntxent", item_then_tensor, verbose=False)
+    assert outcome.status == "wrong" and "no gradient" in outcome.message, outcome.message
+
+
+def test_shard_must_return_1d_integer_indices():
+    def float_column(order, rank, w):
+        return order[:len(order) - len(order) % w][rank::w].float()[:, None]
+
+    outcome = ex.check("shard", float_column, verbose=False)
+    assert outcome.status == "wrong" and "1-d tensor (or list) of integer" in outcome.message, outcome.message
+
+
+# the checks whose outcome labels what a notebook prints or draws: "yours" only when the check passed
+LABELLED = [("02_contrastive", "ntxent"), ("04_masked", "random_token_mask"), ("05_scaling", "scale_lr"),
+            ("05_scaling", "shard"), ("07_finetune", "macro_f1")]
+
+
+@pytest.mark.parametrize("notebook,name", LABELLED, ids=[n for _, n in LABELLED])
+def test_a_notebook_calls_the_output_yours_only_when_the_check_passed(notebook, name):
+    nb = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert f"{name}_check = sslkit.exercises.check_{name}(" in code, f"{notebook}: the Outcome of check_{name} is kept"
+    assert re.search(rf"= \"yours?\" if {name}_check else \"the kit's\"", code), \
+        f"{notebook}: no label chosen by {name}_check"
+    for fixed in ("(your rule:", "process {rank}: yours", "macro-F1 (yours)", "f\"your mask"):
+        assert fixed not in code, f"{notebook}: {fixed!r} labels the output yours even when the check failed"

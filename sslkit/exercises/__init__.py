@@ -14,10 +14,11 @@ The second checks it and picks what the rest of the notebook uses::
     ntxent = sslkit.exercises.check_ntxent(my_ntxent).use
 
 ``check_<name>`` runs the answer against the kit's reference on random inputs and edge cases, and prints one
-line: ``correct``, ``not done yet`` (the answer still raises NotImplementedError), or what is wrong with a hint
-for the mistake it found (for NT-Xent: the self-similarity left in the denominator, the wrong positive, a missing
-normalisation, ...). ``.use`` is the learner's function when it is correct and the kit's reference otherwise,
-so a notebook runs to the end with every exercise unanswered. A check never changes the notebook's random state.
+line: ``correct``, ``not done yet`` (the answer still raises the placeholder's NotImplementedError), or what
+is wrong with a hint for the mistake it found (for NT-Xent: the self-similarity left in the denominator, the wrong
+positive, a missing normalisation, ...). ``.use`` is the learner's function when it is correct and the kit's
+reference otherwise, so a notebook runs to the end with every exercise unanswered. A check never changes the
+notebook's random state.
 
 Every exercise is registered once (``EXERCISES``), with its reference, its difficulty and a table of common
 mistakes: the tests check that each check passes on the notebook's solution and fails, with its hint, on every
@@ -106,6 +107,46 @@ def exercises() -> dict[str, Exercise]:
     return dict(_load_all())
 
 
+# the messages of the placeholder that stands for an unanswered exercise: the student version's
+# ``raise NotImplementedError("your code here")``, and nbgrader's bare ``raise NotImplementedError()``
+PLACEHOLDER_MESSAGES = ("your code here", "")
+
+
+def is_placeholder(error: BaseException) -> bool:
+    """Whether ``error`` is the placeholder's NotImplementedError (the exercise is not done yet), not one raised by
+    torch or by the learner's own code, which is a wrong answer whose message the learner should read."""
+    return isinstance(error, NotImplementedError) and str(error).strip() in PLACEHOLDER_MESSAGES
+
+
+def as_indices(got, of: str, case: str = ""):
+    """``got`` as a 1-d torch.long tensor, or a Hint when it is not a 1-d tensor (or list) of integers.
+
+    ``of`` names the indices for the hint ("indices into labels"), ``case`` the inputs they were drawn for. An empty
+    list counts as no indices (torch.as_tensor([]) is float32)."""
+    import torch
+
+    where = f" ({case})" if case else ""
+    try:
+        indices = torch.as_tensor(got)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: None ("Could not infer dtype of NoneType")
+        raise Hint(f"return a 1-d tensor of {of}, not {type(got).__name__}{where}") from None
+    if indices.ndim == 1 and indices.numel() == 0:
+        return indices.long()
+    if indices.ndim != 1 or indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise Hint(f"return a 1-d tensor (or list) of integer {of}, not a {indices.dtype} tensor of shape "
+                   f"{tuple(indices.shape)}{where}")
+    return indices.long()
+
+
+def same_dtype(got, like, what: str = "your result") -> None:
+    """A Hint when the tensor ``got`` has another dtype than the input tensor ``like``: the exercise's function
+    keeps the dtype of its inputs, as lightly's does, so that it drops into float32 training."""
+    if got.dtype != like.dtype:
+        dtype, wanted = (str(t).replace("torch.", "") for t in (got.dtype, like.dtype))
+        raise Hint(f"{what} came back as {dtype}: return a {wanted} tensor, as the inputs are (compute in the "
+                   f"inputs' dtype, without .double() or a conversion through NumPy)")
+
+
 def _fork_random_state():
     """Save the random states of Python, NumPy and torch; the returned function restores them."""
     import numpy as np
@@ -133,10 +174,14 @@ def check(name: str, answer: Callable, verbose: bool = True) -> Outcome:
     try:
         ex.test(answer)
         status, message = "correct", f"{name}: correct. The rest of the notebook uses your {ex.answer_name}."
-    except NotImplementedError:
-        status, message = "not done", (f"{name}: not done yet (your {ex.answer_name} still raises "
-                                       f"NotImplementedError). Replace that line with your code and run this cell "
-                                       f"again; until then the notebook goes on with the kit's version.")
+    except NotImplementedError as e:
+        if is_placeholder(e):
+            status, message = "not done", (f"{name}: not done yet (your {ex.answer_name} still raises "
+                                           f"NotImplementedError). Replace that line with your code and run this "
+                                           f"cell again; until then the notebook goes on with the kit's version.")
+        else:  # raised by torch (`1 - mask` on a bool tensor) or by the learner's own code: its message is the hint
+            status, message = "wrong", (f"{name}: your {ex.answer_name} raised NotImplementedError: {e} "
+                                        f"(The notebook goes on with the kit's version.)")
     except Hint as e:
         status, message = "wrong", f"{name}: not yet right. {e} (The notebook goes on with the kit's version.)"
     except Exception as e:  # the answer itself failed: show its error as a hint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Exercise, Hint, Mistake, register
+from . import Exercise, Hint, Mistake, register, same_dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -25,15 +25,33 @@ def _ntxent_test(answer):
     for b, d, t in cases:
         z0 = torch.randn(b, d, generator=g)
         z1 = z0 + 0.5 * torch.randn(b, d, generator=g)  # views that roughly agree
-        got, want = answer(z0, z1, t), ntxent_reference(z0, z1, t)
+        leaves = [z0.requires_grad_(), z1.requires_grad_()]  # the projections of training, which need a gradient
+        got = answer(z0, z1, t)
+        twins = [z.detach().clone().requires_grad_() for z in leaves]
+        want = ntxent_reference(*twins, t)
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             raise Hint(f"return one number (a 0-d tensor, the mean over the 2B views), not "
                        f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
-        if torch.isclose(got.reshape(()), want, rtol=1e-4, atol=1e-5):
-            continue
-        _diagnose(answer, z0, z1, t, got.reshape(()), want)
-        raise Hint(f"for B={b}, D={d}, temperature={t} your loss is {got.item():.4f}, lightly's {want.item():.4f}; "
-                   f"compare each step with the definition in the text")
+        same_dtype(got, z0, "your loss")
+        got = got.reshape(())
+        if not torch.isclose(got.detach(), want.detach(), rtol=1e-4, atol=1e-5):
+            _diagnose(answer, z0.detach(), z1.detach(), t, got.detach(), want.detach())
+            raise Hint(f"for B={b}, D={d}, temperature={t} your loss is {got.item():.4f}, lightly's "
+                       f"{want.item():.4f}; compare each step with the definition in the text")
+        # the value is right: the gradient must be too, as training calls loss.backward() on it
+        if not got.requires_grad:
+            raise Hint("your loss has the right value but no gradient: keep it a tensor computed from z0 and z1 with "
+                       "torch operations (no .item(), torch.tensor(...), .detach() or NumPy), so that "
+                       "loss.backward() can train the encoder")
+        got.backward()
+        want.backward()
+        for z, twin, name in ((z0, twins[0], "z0"), (z1, twins[1], "z1")):
+            if z.grad is None or z.grad.abs().max() == 0:
+                raise Hint(f"no gradient reaches {name}: compute the loss from z0 and z1 without .detach(), so "
+                           f"that both views' encoders learn")
+            if not torch.allclose(z.grad, twin.grad, rtol=1e-4, atol=1e-6):
+                raise Hint(f"for B={b}, D={d}, temperature={t} the gradient reaching {name} differs from lightly's "
+                           f"(the value is right): compute the loss from z0 and z1 with torch operations only")
     # scale invariance: NT-Xent uses cosine similarities, so scaling a projection changes nothing
     z0, z1 = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
     if not torch.isclose(answer(3 * z0, z1, 0.5).reshape(()), ntxent_reference(z0, z1, 0.5), rtol=1e-4, atol=1e-5):
@@ -99,6 +117,16 @@ def _ntxent_factory(normalise=True, temperature_power=1, shift=None, reduce="mea
     return wrong
 
 
+def _ntxent_not_differentiable(z0, z1, temperature=0.5):
+    """The right value, through .item(): a new tensor with no gradient."""
+    return torch.tensor(ntxent_reference(z0, z1, temperature).item())
+
+
+def _ntxent_float64(z0, z1, temperature=0.5):
+    """The right loss, computed in float64."""
+    return ntxent_reference(z0.double(), z1.double(), temperature)
+
+
 register(Exercise(
     name="ntxent", notebook="02_contrastive", answer_name="my_ntxent", difficulty=3,
     idea="NT-Xent: for each of the 2B views, the log-softmax of its twin among the other 2B - 1 views",
@@ -109,6 +137,9 @@ register(Exercise(
         Mistake("the temperature applied twice", _ntxent_factory(temperature_power=2), "applied twice"),
         Mistake("the positive one index off", _ntxent_factory(shift=1), "wrong index"),
         Mistake("summed instead of averaged", _ntxent_factory(reduce="sum"), "averaged"),
+        Mistake("the right value without a gradient (.item(), then torch.tensor)", _ntxent_not_differentiable,
+                "no gradient"),
+        Mistake("the loss computed in float64", _ntxent_float64, "return a float32 tensor, as the inputs are"),
     ),
 ))
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Exercise, Hint, Mistake, register
+from . import Exercise, Hint, Mistake, register, same_dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -26,12 +26,18 @@ def update_momentum_reference(online, target, m):
 
 def _pair(g):
     """A small online network (Linear, BatchNorm, Linear: weights, biases and buffers) and its target, a copy with
-    different values and no gradient (as BYOL's), both filled from the generator ``g``."""
+    different values and no gradient (as BYOL's), both filled from the generator ``g``. The buffers differ too
+    (BatchNorm's running statistics and step count), so that an answer that averages them shows."""
     online = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
     target = copy.deepcopy(online)
     with torch.no_grad():
         for p in (*online.parameters(), *target.parameters()):
             p.copy_(torch.randn(p.shape, generator=g))
+        for net in (online, target):
+            bn = net[1]
+            bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=g))
+            bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=g) + 0.5)  # variances are positive
+            bn.num_batches_tracked.fill_(int(torch.randint(1, 100, (1,), generator=g)))
     for p in target.parameters():
         p.requires_grad = False  # lightly's deactivate_requires_grad, as BYOL's target
     return online, target
@@ -43,6 +49,7 @@ def _update_momentum_test(answer):
         online, target = _pair(g)
         before_online = {n: p.detach().clone() for n, p in online.named_parameters()}
         before = {n: p.detach().clone() for n, p in target.named_parameters()}
+        buffers_before = {n: b.clone() for n, b in target.named_buffers()}
         want_net = copy.deepcopy(target)
         update_momentum_reference(online, want_net, m)
         want = dict(want_net.named_parameters())
@@ -61,6 +68,11 @@ def _update_momentum_test(answer):
         if any(p.grad_fn is not None or p.requires_grad for p in got.values()):
             raise Hint("the target's parameters now carry a computation graph (grad_fn) from the online network: "
                        "do the update under torch.no_grad(), so that no gradient flows into the target")
+        moved = [n for n, b in target.named_buffers() if not torch.equal(b, buffers_before[n])]
+        if moved:
+            raise Hint(f"the target's buffers changed ({', '.join(moved)}): buffers such as BatchNorm's running "
+                       f"statistics are left alone, as lightly's update_momentum does; average the parameters only "
+                       f"(zip(target.parameters(), online.parameters()), not state_dict())")
         close = {n: torch.allclose(got[n], want[n], rtol=1e-5, atol=1e-6) for n in want}
         if all(close.values()):
             continue
@@ -82,7 +94,9 @@ def _update_momentum_test(answer):
                    f"m * target + (1 - m) * online")
 
 
-def _ema_factory(keep="target", which="target", in_place=True, no_grad=True, only_weights=False, state=False):
+def _ema_factory(keep="target", which="target", in_place=True, no_grad=True, only_weights=False, state=None):
+    """A wrong update; ``state``: None (the parameters), "all" (every entry of state_dict(), integer buffers too)
+    or "float" (every floating-point entry of state_dict(), BatchNorm's running statistics too)."""
     def wrong(online, target, m):
         a, b = (target, online) if which == "target" else (online, target)  # a moves towards b
         pairs = (zip(a.state_dict().values(), b.state_dict().values()) if state
@@ -92,6 +106,8 @@ def _ema_factory(keep="target", which="target", in_place=True, no_grad=True, onl
         with torch.no_grad() if no_grad else torch.enable_grad():
             for name, (p_a, p_b) in zip(named, pairs):
                 if only_weights and not name.endswith("weight"):
+                    continue
+                if state == "float" and not p_a.is_floating_point():
                     continue
                 if in_place:
                     p_a.mul_(k).add_(p_b, alpha=1 - k)
@@ -112,8 +128,10 @@ register(Exercise(
         Mistake("the biases forgotten (weights only)", _ema_factory(only_weights=True), "did not move"),
         Mistake("no torch.no_grad(): the target joins the online network's graph", _ema_factory(no_grad=False),
                 "torch.no_grad()"),
-        Mistake("every entry of state_dict() averaged, integer buffers too", _ema_factory(state=True),
+        Mistake("every entry of state_dict() averaged, integer buffers too", _ema_factory(state="all"),
                 "parameters only"),
+        Mistake("every floating-point entry of state_dict() averaged, BatchNorm's running statistics too",
+                _ema_factory(state="float"), "buffers such as BatchNorm's running statistics are left alone"),
     ),
 ))
 
@@ -145,6 +163,7 @@ def _simsiam_test(answer):
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             raise Hint(f"return one number (a 0-d tensor, the loss averaged over the batch), not "
                        f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+        same_dtype(got, leaves[0], "your loss")
         twins = [t.detach().clone().requires_grad_() for t in leaves]
         want = simsiam_loss_reference(*twins)
         got = got.reshape(())
@@ -215,6 +234,11 @@ def _simsiam_factory(detach="z", pairing="other", reduce="mean", sign=-1):
     return wrong
 
 
+def _simsiam_float64(p0, p1, z0, z1):
+    """The right loss, computed in float64."""
+    return simsiam_loss_reference(*(t.double() for t in (p0, p1, z0, z1)))
+
+
 register(Exercise(
     name="simsiam_loss", notebook="03_non_contrastive", answer_name="my_simsiam_loss", difficulty=2,
     idea="SimSiam's loss: 0.5 * (D(p0, stopgrad(z1)) + D(p1, stopgrad(z0))), D the negative cosine similarity",
@@ -228,5 +252,6 @@ register(Exercise(
         Mistake("the predictions detached instead of the projections", _simsiam_factory(detach="p"),
                 "detach only the projections"),
         Mistake("the cosine similarity without its minus sign", _simsiam_factory(sign=1), "sign is flipped"),
+        Mistake("the loss computed in float64", _simsiam_float64, "return a float32 tensor, as the inputs are"),
     ),
 ))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Exercise, Hint, Mistake, register
+from . import Exercise, Hint, Mistake, register, same_dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,6 +38,7 @@ def _patchify_test(answer):
         if tuple(got.shape) != tuple(want.shape):
             raise Hint(f"for images {tuple(images.shape)} and patch_size {p} the shape should be {tuple(want.shape)} "
                        f"= (B, N, p*p*C) with N = (H / p) ** 2 patches; yours is {tuple(got.shape)}")
+        same_dtype(got, images, "your patch vectors")
         if torch.allclose(got, want):
             continue
         same = lambda order: torch.allclose(got, _layout(images, p, order))  # noqa: E731
@@ -70,6 +71,11 @@ def _patchify_factory(order="nhwpqc", plain=False):
     return wrong
 
 
+def _patchify_float64(images, patch_size):
+    """The right patch vectors, converted to float64."""
+    return patchify_reference(images, patch_size).double()
+
+
 register(Exercise(
     name="patchify", notebook="04_masked", answer_name="my_patchify", difficulty=2,
     idea="patchify: images (B, C, H, W) -> (B, N, p*p*C), patches row by row, pixels row by row, channels last",
@@ -80,6 +86,7 @@ register(Exercise(
         Mistake("patches numbered column by column", _patchify_factory("nwhpqc"), "column by column"),
         Mistake("the pixels of a patch transposed", _patchify_factory("nhwqpc"), "transposed"),
         Mistake("a plain reshape, without splitting the grid", _patchify_factory(plain=True), "plain reshape"),
+        Mistake("the patch vectors converted to float64", _patchify_float64, "return a float32 tensor, as the inputs"),
     ),
 ))
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from . import Exercise, Hint, Mistake, register
+from . import Exercise, Hint, Mistake, as_indices, is_placeholder, register
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,8 +43,12 @@ def _scale_lr_test(answer):
         got = answer(0.1, 512, 256, "lienar")
     except ValueError:
         return
-    except NotImplementedError:
-        raise
+    except NotImplementedError as e:
+        if is_placeholder(e):  # not done yet: check() says so
+            raise
+        raise Hint(f"an unknown rule ('lienar', a typo) raised NotImplementedError ({e}): raise a ValueError that "
+                   f"names the rules there are (linear, sqrt); NotImplementedError means a feature not written yet, "
+                   f"not a wrong argument") from None
     except Exception as e:  # noqa: BLE001 - any other error is the wrong kind
         raise Hint(f"an unknown rule ('lienar', a typo) raised {type(e).__name__}; raise a ValueError that names "
                    f"the rules there are (linear, sqrt)") from None
@@ -98,6 +102,15 @@ def _lr_any_other_rule_is_sqrt(lr, batch_size, base_batch_size, rule="linear"):
     return lr * k if rule == "linear" else lr * math.sqrt(k)
 
 
+def _lr_unknown_rule_not_implemented(lr, batch_size, base_batch_size, rule="linear"):
+    k = batch_size / base_batch_size
+    if rule == "linear":
+        return lr * k
+    if rule == "sqrt":
+        return lr * math.sqrt(k)
+    raise NotImplementedError(f"unknown rule {rule!r}")
+
+
 register(Exercise(
     name="scale_lr", notebook="05_scaling", answer_name="my_scale_lr", difficulty=1,
     idea="the learning rate for a k times larger batch: lr * k (linear rule) or lr * sqrt(k) (square-root rule)",
@@ -108,6 +121,8 @@ register(Exercise(
         Mistake("integer division for the ratio", _lr_integer_division, "integer division"),
         Mistake("the square root taken of lr * k", _lr_sqrt_of_everything, "of the ratio only"),
         Mistake("an unknown rule silently treated as sqrt", _lr_any_other_rule_is_sqrt, "ValueError"),
+        Mistake("an unknown rule raising NotImplementedError", _lr_unknown_rule_not_implemented,
+                "raised NotImplementedError (unknown rule 'lienar'): raise a ValueError"),
     ),
 ))
 
@@ -130,18 +145,12 @@ def shard_reference(order, rank, world_size):
 _SHARD_CASES = [(12, 3), (10, 3), (11, 4), (7, 1), (3, 4), (16, 2)]
 
 
-def _as_indices(got):
-    try:
-        return torch.as_tensor(got).long().flatten()
-    except (TypeError, ValueError, RuntimeError):
-        raise Hint(f"return the indices this process trains on, as a 1-d tensor, not {type(got).__name__}") from None
-
-
 def _shard_test(answer):
     g = torch.Generator().manual_seed(0)
     for n, w in _SHARD_CASES:
         order = torch.randperm(n, generator=g)  # an epoch's shuffled order: the same on every process
-        got = [_as_indices(answer(order.clone(), r, w)) for r in range(w)]
+        got = [as_indices(answer(order.clone(), r, w), "indices (the images this process trains on)",
+                          f"rank {r} of {w} processes") for r in range(w)]
         want = [shard_reference(order, r, w) for r in range(w)]
         if all(len(a) == len(b) and torch.equal(a, b) for a, b in zip(got, want)):
             continue
@@ -195,6 +204,10 @@ def _shard_same_for_everyone(order, rank, world_size):
     return order[:usable][::world_size]
 
 
+def _shard_float_column(order, rank, world_size):
+    return shard_reference(order, rank, world_size).float()[:, None]
+
+
 register(Exercise(
     name="shard", notebook="05_scaling", answer_name="my_shard", difficulty=2,
     idea="each process's part of an epoch's shuffled order: the order cut to a multiple of the number of processes, "
@@ -205,5 +218,6 @@ register(Exercise(
         Mistake("the order not cut to a multiple of world_size", _shard_uncut, "uneven lengths"),
         Mistake("the order padded instead of cut", _shard_padded, "padded"),
         Mistake("the rank forgotten: every process the same images", _shard_same_for_everyone, "the same images"),
+        Mistake("the indices as a float column (N, 1)", _shard_float_column, "1-d tensor (or list) of integer"),
     ),
 ))

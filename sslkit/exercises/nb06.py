@@ -206,6 +206,11 @@ def _energy_outside(cams, masks):
     return ((cams * ~masks).sum(dim=(1, 2)) / cams.sum(dim=(1, 2)).clamp(min=1e-12)).mean().item()
 
 
+def _energy_outside_by_subtraction(cams, masks):
+    """The mask inverted with 1 - masks, which torch refuses on a bool tensor (NotImplementedError)."""
+    return ((cams * (1 - masks)).sum(dim=(1, 2)) / cams.sum(dim=(1, 2)).clamp(min=1e-12)).mean().item()
+
+
 def _energy_mean_inside(cams, masks):
     return ((cams * masks).sum(dim=(1, 2)) / masks.sum(dim=(1, 2))).mean().item()
 
@@ -225,6 +230,8 @@ register(Exercise(
     mistakes=(
         Mistake("not normalised by the map's total", _energy_unnormalised, "not divided by the map's total"),
         Mistake("the mask inverted", _energy_outside, "mask is inverted"),
+        Mistake("1 - masks on a bool mask (torch's NotImplementedError)", _energy_outside_by_subtraction,
+                "raised NotImplementedError"),
         Mistake("the mean of the map inside the mask", _energy_mean_inside, "mask's area"),
         Mistake("the sums pooled over all images", _energy_pooled, "pooled over all images"),
         Mistake("a zero map divided by zero", _energy_unguarded, "zero everywhere"),

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from . import Exercise, Hint, Mistake, register
+from . import Exercise, Hint, Mistake, as_indices, register
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,14 +44,7 @@ def _same_states(a, b):
 
 
 def _as_indices(got, what):
-    try:
-        got = torch.as_tensor(got)
-    except (TypeError, ValueError):
-        raise Hint(f"return a 1-d tensor of indices into labels, not {type(got).__name__} ({what})") from None
-    if got.ndim != 1 or got.is_floating_point() or got.dtype == torch.bool:
-        raise Hint(f"return a 1-d tensor of integer indices into labels (positions of the chosen images), not a "
-                   f"{got.dtype} tensor of shape {tuple(got.shape)} ({what})")
-    return got.long()
+    return as_indices(got, "indices into labels (positions of the chosen images)", what)
 
 
 def _label_subset_test(answer):
@@ -148,6 +141,11 @@ def _subset_factory(per_class=True, random_draw=True, fixed_seed=None, check=Tru
     return wrong
 
 
+def _subset_not_returned(labels, n, seed, num_classes):
+    """The right subset computed, but no return statement: the function returns None."""
+    _subset_factory()(labels, n, seed, num_classes)
+
+
 register(Exercise(
     name="label_subset", notebook="07_finetune", answer_name="my_label_subset", difficulty=2,
     idea="a labeled subset for a label-efficiency curve: n random images of each class, reproducible from a seed",
@@ -161,6 +159,7 @@ register(Exercise(
                 "returned a subset anyway"),
         Mistake("torch.manual_seed: the global random state changed", _subset_factory(global_rng=True),
                 "global random state"),
+        Mistake("the subset computed but not returned (None)", _subset_not_returned, "not NoneType"),
     ),
 ))
 
@@ -202,6 +201,7 @@ def _f1_variants(labels, predictions, c):
     return {
         "accuracy": (labels == predictions).float().mean().item(),
         "dropped": f1[predicted].mean().item(),
+        "absent": f1[support > 0].mean().item(),
         "weighted": (f1 * support).sum().item() / support.sum().item(),
         "arithmetic": ((precision + recall) / 2).mean().item(),
         "of_means": (2 * mp * mr / (mp + mr)).item() if mp + mr > 0 else 0.0,
@@ -213,6 +213,9 @@ F1_HINTS = {
                 "each class, then average the classes with the same weight (macro)",
     "dropped": "a class that is never predicted was dropped from the mean: its precision is 0/0 and its F1 is 0 "
                "(sklearn's zero_division=0), and it still counts; divide by num_classes",
+    "absent": "a class absent from the labels (but predicted) was dropped from the mean, as a loop over "
+              "labels.unique() does: its recall is 0/0 and its F1 is 0 (sklearn's zero_division=0), and it still "
+              "counts; loop over range(num_classes) and divide by num_classes",
     "weighted": "your mean is weighted by each class's number of images (sklearn's average='weighted'): macro-F1 "
                 "gives every class the same weight",
     "arithmetic": "per class you averaged precision and recall as (P + R) / 2: F1 is their harmonic mean, "
@@ -236,7 +239,9 @@ def _f1_cases(g):
         yield labels, torch.where(noise, torch.randint(0, c, (n,), generator=g), labels), c, f"{c} classes, N={n}"
     labels = torch.randint(0, 4, (24,), generator=g)
     yield labels, labels.clone(), 4, "every prediction right"
-    yield torch.tensor([0, 0, 1, 1, 1, 0]), torch.tensor([0, 2, 1, 2, 1, 0]), 3, \
+    # classes of different sizes and different F1 (0.75 and 2/3), so that dropping the absent class 2 (0.708) and
+    # weighting by the classes' sizes (0.722) give different values
+    yield torch.tensor([0, 0, 0, 0, 1, 1]), torch.tensor([0, 0, 0, 2, 1, 0]), 3, \
         "class 2 predicted but absent from the labels"
 
 
@@ -272,6 +277,19 @@ def _f1_factory(variant):
     return wrong
 
 
+def _f1_over_labels_present(labels, predictions, num_classes):
+    """A loop over labels.unique(): a class that is predicted but absent from the labels is left out."""
+    f1 = []
+    for k in labels.unique():
+        tp = ((predictions == k) & (labels == k)).sum().item()
+        fp = ((predictions == k) & (labels != k)).sum().item()
+        fn = ((predictions != k) & (labels == k)).sum().item()
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return sum(f1) / len(f1)
+
+
 def _f1_nanmean(labels, predictions, num_classes):
     """Precision and recall without a guard for 0/0, then a mean that skips the nan classes."""
     tp, fp, fn = _per_class(labels, predictions, num_classes)
@@ -288,6 +306,8 @@ register(Exercise(
         Mistake("a class absent from the predictions dropped from the mean", _f1_factory("dropped"),
                 "never predicted was dropped"),
         Mistake("precision 0/0 left as nan and skipped by nanmean", _f1_nanmean, "never predicted was dropped"),
+        Mistake("a loop over labels.unique(): a class predicted but absent from the labels dropped",
+                _f1_over_labels_present, "absent from the labels (but predicted) was dropped"),
         Mistake("weighted by the classes' sizes", _f1_factory("weighted"), "weighted by each class"),
         Mistake("(P + R) / 2 instead of the harmonic mean", _f1_factory("arithmetic"), "harmonic mean"),
         Mistake("the F1 of the macro precision and recall", _f1_factory("of_means"), "F1 of the averaged"),

@@ -176,6 +176,11 @@ def _best_call(answer, rows, metric, lower):
     if not isinstance(got, list):
         raise Hint(f"return a list of rows (dicts of the table), not {type(got).__name__}; [] when no row has the "
                    f"metric")
+    others = [r for r in got if not isinstance(r, dict)]
+    if others:
+        raise Hint(f"return the rows (dicts), not {type(others[0]).__name__}: the list holds the best rows "
+                   f"themselves, as they are in the table, so that the caller reads each run's parameters and "
+                   f"metrics from them (e.g. [r for r in rows if ...])")
     return got
 
 
@@ -264,6 +269,12 @@ def _best_sorted_in_place(rows, metric, lower_is_better=False):
     return [r for r in kept if r[metric] == kept[0][metric]] if kept else []
 
 
+def _best_indices(rows, metric, lower_is_better=False):
+    """The positions of the best rows in the table, not the rows."""
+    best = best_runs_reference(rows, metric, lower_is_better)
+    return [i for i, r in enumerate(rows) if any(r is b for b in best)]
+
+
 register(Exercise(
     name="best_runs", notebook="08_your_data", answer_name="my_best_runs", difficulty=1,
     idea="reading a sweep's table: the runs with the best value of a metric (all of them on a tie), higher or lower "
@@ -275,5 +286,7 @@ register(Exercise(
         Mistake("rows without the metric compared (TypeError)", _best_no_skip, "cannot be compared"),
         Mistake("a missing metric counted as 0", _best_none_as_zero, "is none: skip such rows"),
         Mistake("the table sorted in place", _best_sorted_in_place, "changed the table"),
+        Mistake("the positions of the best rows instead of the rows", _best_indices,
+                "return the rows (dicts), not int"),
     ),
 ))
