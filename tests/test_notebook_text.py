@@ -92,3 +92,10 @@ def test_quoted_numbers_of_other_seeds_are_the_recorded_ones(notebook, seed, quo
     metrics = load_results(ROOT / "results" / "seeds" / f"{notebook}.lesson.seed{seed}.json")["metrics"]
     expected = re.sub(r"\s+", " ", quote.format(**metrics))
     assert expected in _markdown(notebook), f"{notebook}'s markdown does not say: {expected!r}"
+
+
+def test_the_welcome_table_lists_every_notebook():
+    """Notebook 00's table of the lessons names every numbered notebook (09 was missing from it once)."""
+    cell = json.loads((ROOT / "notebooks" / "00_welcome.ipynb").read_text())["cells"][0]
+    rows = re.findall(r"^\| (\d\d) ", "".join(cell["source"]), flags=re.M)
+    assert rows == sorted(p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

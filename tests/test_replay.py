@@ -223,6 +223,17 @@ def test_a_replayed_lesson_run_gave_the_recorded_lesson_numbers(path):
     assert 0.7 * float(said.group(1)) <= minutes <= 1.3 * float(said.group(1)), (said.group(0), minutes)
 
 
+@pytest.mark.parametrize("path", WITH_REPLAY, ids=lambda p: p.name[:2])
+def test_each_replay_says_the_training_time_of_the_recorded_run(path):
+    """A replayed training prints how long it trained where it was recorded: the committed lesson run's
+    ``train_s_<name>``, the number the notebook's text and docs/teaching.md quote (``replay.retime`` sets it)."""
+    recorded = json.loads((ROOT / "results" / f"{path.stem}.lesson.json").read_text())["metrics"]
+    for name in replay.recorded_names(path.stem, "lesson"):
+        history = json.loads(torch.load(replay.replay_path(path.stem, name, "lesson"), weights_only=True)["history"])
+        assert history["steps"] == recorded[f"steps_{name}"], name
+        assert history["wall_time_s"] == pytest.approx(recorded[f"train_s_{name}"], abs=0.05), name
+
+
 def test_every_notebook_with_a_replay_switch_has_its_lesson_replays_committed():
     if not COMMITTED.exists():
         pytest.fail("results/replay/MANIFEST.json is missing: REPLAY = True would fail at the lesson profile")
