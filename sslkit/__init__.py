@@ -11,6 +11,7 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.folders``: a folder of your own images as a dataset (class subfolders or flat)
 - ``sslkit.imagefiles``: reading image files (RGB, scaled and centre-cropped, unreadable ones skipped)
 - ``sslkit.prepared``: data bigger than memory, decoded once into a memory-mapped array (``prepare``)
+- ``sslkit.mapped``: a prepared folder read back, each split a memory map (``open_prepared``, ``read_meta``)
 - ``sslkit.models``: backbones by name
 - ``sslkit.augment``: views (lightly transforms, and a batched path with per-sample randomness)
 - ``sslkit.imageops``: the pixel operations of the batched views (colour jitter, grey, blur), one factor per view
@@ -33,6 +34,7 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.cam``: Grad-CAM glue for SSL backbones and scores against true masks
 - ``sslkit.viz``: figures and the widgets that explore them
 - ``sslkit.sweep``: parameter sweeps over a notebook (papermill), resumable
+- ``sslkit.experiment``: one training and its evaluation (``run_experiment``), and the notebook a sweep runs
 - ``sslkit.distributed``: torchrun / DDP glue
 - ``sslkit.cli``: ``python -m sslkit.train METHOD``, a recipe trained from a shell as its notebook trains it
 - ``sslkit.deploy``: ONNX export, int8 quantization, latency, distillation, pruning, model cards
@@ -65,7 +67,7 @@ _EXPORTS = {
 _SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune", "deploy",
                "imagefiles", "prepared", "databench", "book", "exercises", "callbacks", "optim", "speed", "resume",
                "supervised", "recipes", "cli", "labels", "imageops", "bookpages", "datasets", "folders", "trainbench",
-               "probe", "replay", "stepbench", "record"}
+               "probe", "replay", "stepbench", "record", "mapped", "experiment"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -31,12 +31,14 @@ from .imagefiles import list_folder, read_rgb, skipped_warning
 
 
 def _read_files(files: list[Path], labels: torch.Tensor, n: int | None, seed: int, size: int | None,
-                where: Path):
+                where: Path, others: list[Path] = (), split: str | None = None):
     """Read ``n`` images (None: all) picked at random with ``seed`` from ``files``.
 
     Files that are not readable images are skipped, with one warning that counts and names them;
     reading goes on through the random order until ``n`` images are read, so a subset has ``n``
     images whenever the folder has them. Returns (images (N, 3, S, S) uint8, labels, skipped files).
+    ``files`` may be one ``split`` of the folder ``where``, ``others`` the rest of its files: when no file
+    of the split is readable, the error counts the whole folder's unreadable files.
     """
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist() \
         if n is not None and n < len(files) else list(range(len(files)))
@@ -53,8 +55,13 @@ def _read_files(files: list[Path], labels: torch.Tensor, n: int | None, seed: in
     if skipped:
         warnings.warn(skipped_warning(skipped, where), stacklevel=4)
     if not read:
-        raise ValueError(f"{where} holds no readable images ({len(skipped)} unreadable file(s)); put image "
-                         f"files (jpg, png, ...) in it")
+        readable_elsewhere = any(read_rgb(f, 8) is not None for f in others)  # stops at the first readable one
+        if readable_elsewhere:
+            raise ValueError(f"the {split!r} split of {where} holds no readable images ({len(skipped)} unreadable "
+                             f"file(s)): all the readable ones fell in the other split; add image files (jpg, "
+                             f"png, ...) to each class subfolder")
+        raise ValueError(f"{where} holds no readable images ({len(skipped) + len(others)} unreadable file(s)); put "
+                         f"image files (jpg, png, ...) in it")
     kept = sorted(read)
     images = [read[i] for i in kept]
     if size is None and len({tuple(im.shape) for im in images}) > 1:
@@ -107,14 +114,16 @@ def _load_folder(split, folder, image_size, n, seed, test_fraction=0.2):
                          f"'{split}' put the images in one subfolder per class (folder/cat/1.jpg, "
                          f"folder/dog/2.jpg, ...)")
     labels = torch.tensor(file_labels, dtype=torch.long)
+    others = []  # the folder's files outside the split: counted when none of the split's is readable
     if classes and test_fraction > 0:
         is_test = folder_test_mask(labels, len(classes), test_fraction)
         keep = is_test if split == "test" else ~is_test
+        others = [f for f, t in zip(files, keep.tolist()) if not t]
         files, labels = [f for f, t in zip(files, keep.tolist()) if t], labels[keep]
         if not files:
             raise ValueError(f"the {split!r} split of {folder} is empty: its classes are too small for a "
                              f"{test_fraction:.0%} test split; add images to each class subfolder")
-    images, labels, skipped = _read_files(files, labels, n, seed, image_size, folder)
+    images, labels, skipped = _read_files(files, labels, n, seed, image_size, folder, others, split)
     info = {"source": str(folder), "skipped": [str(p) for p in skipped]}
     return images, labels, classes, info
 

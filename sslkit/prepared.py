@@ -49,14 +49,20 @@ from pathlib import Path
 import numpy as np
 
 from .imagefiles import read_rgb, skipped_warning
+# the format and its readers (sslkit.mapped), named here too: sslkit.prepared is where a user looks for them
+from .mapped import (FORMAT, FORMAT_VERSION, PreparationIncomplete, is_prepared, looks_prepared,  # noqa: F401
+                     open_prepared, read_meta)
 
-FORMAT, FORMAT_VERSION = "sslkit-prepared", 1
 CHUNK_SIZE = 512  # images per part file: the unit of parallel work and of resuming
+CHUNK_BYTES = 256 * 2**20  # at most this much image data per chunk: each decoding process holds a chunk (twice)
+# One image of S px takes 3*S*S bytes (768 KB at 512): the kit's models train on 32 to 224 px, and far larger
+# sizes make the set (N * 3*S*S bytes on disk) and every decoding process's memory grow past a machine's.
+MAX_SIZE = 512
 REAL = ("cifar10", "stl10", "imagenette")  # real datasets are prepared through their loaders, split by split
 
 
-class PreparationIncomplete(RuntimeError):
-    """A prepared folder whose preparation has not finished (it resumes when run again)."""
+class PreparationFailed(RuntimeError):
+    """A preparation stopped by a failure outside the data (a decoding process died); running it again resumes."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,11 +121,60 @@ def prepared_path(source: str | Path, size: int, root: str | Path | None = None)
     return _keyed_path(name, size, listing, root)
 
 
+def _key(size: int, listing) -> str:
+    """What a preparation is of: the format version, the size and the source's listing, hashed."""
+    return hashlib.sha1(json.dumps([FORMAT_VERSION, size, listing]).encode()).hexdigest()[:12]
+
+
 def _keyed_path(name: str, size: int, listing, root=None) -> Path:
     from .data import data_root
 
-    key = hashlib.sha1(json.dumps([FORMAT_VERSION, size, listing]).encode()).hexdigest()[:12]
-    return Path(root or data_root() / "prepared") / f"{name}-{size}px-{key}"
+    return Path(root or data_root() / "prepared") / f"{name}-{size}px-{_key(size, listing)}"
+
+
+def _source_id(source: str) -> str:
+    """The same for every way of naming one source: a real dataset's name, or a folder's absolute path (so
+    ``photos``, ``./photos/`` and ``~/data/photos`` from any working directory compare equal)."""
+    return source if source in REAL else str(Path(source).expanduser().resolve())
+
+
+def _check_out(out: Path, source: str, size: int, key: str) -> dict | None:
+    """What ``out`` holds when it is a preparation of this request: meta.json (finished), plan.json (unfinished),
+    or None (nothing yet). A folder that holds another source, size or state of the source, or files that are
+    no preparation, is refused (``ValueError`` saying what it holds), so two preparations never mix."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder; give a new folder as the output (--out)")
+    done = is_prepared(out)
+    held_file = out / ("meta.json" if done else "plan.json")
+    if not held_file.is_file():
+        other = sorted(p.name for p in out.iterdir() if p.name != "parts")
+        if other:
+            from .folders import _some
+            raise ValueError(f"{out} holds files that are not a preparation ({_some(other, 5)}); give a new or "
+                             f"empty folder as the output (--out)")
+        return None
+    state = "a finished" if done else "an unfinished"
+    try:
+        held = json.loads(held_file.read_text())
+        held_source, held_size = str(held["source"]), held["size"]
+        held_id = str(held.get("source_id") or _source_id(held_source))  # files without source_id: from "source"
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{held_file} is not readable; delete {out} and prepare again") from None
+    if done and (held.get("format") != FORMAT or held.get("version") != FORMAT_VERSION):
+        raise ValueError(f"{out} holds a preparation in format {held.get('format')} v{held.get('version')}, this "
+                         f"sslkit writes {FORMAT} v{FORMAT_VERSION}: delete {out} to prepare {source} there, or "
+                         f"give another output folder (--out)")
+    if held_size != size or held_id != _source_id(str(source)):
+        raise ValueError(f"{out} holds {state} preparation of {held_source} at {held_size} px, not of {source} at "
+                         f"{size} px: give another output folder (--out), or delete {out} to prepare {source} "
+                         f"there")
+    if held.get("key") not in (None, key):  # None: written by write_prepared, or before keys were recorded
+        raise ValueError(f"{out} holds {state} preparation of {held_source} at {size} px made before its files "
+                         f"changed (added, removed or modified): delete {out} to prepare it again, or give another "
+                         f"output folder (--out)")
+    return held
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,27 +227,44 @@ def prepare(source: str | Path, size: int, *, out: str | Path | None = None, wor
         size: the square size in pixels of the prepared images (scale the shorter side, crop the centre).
         out: the folder to write (default ``prepared_path(source, size)``).
         workers: decoding processes for an image folder.
-        chunk_size: images per part file.
+        chunk_size: images per part file (fewer for large images: a chunk holds at most ``CHUNK_BYTES``).
         progress: a progress bar.
 
     Running it again on a complete folder returns at once; on an interrupted one it decodes only the
     chunks that are missing. Unreadable files are skipped with one warning, and listed in meta.json.
+    A folder ``out`` that holds (or is preparing) another source or size is refused with a ``ValueError``.
     """
+    return _prepare(source, size, out, workers, chunk_size, progress)[0]
+
+
+def _prepare(source, size, out, workers, chunk_size, progress) -> tuple[Path, bool]:
+    """``prepare``, and whether ``out`` was complete already (the command line says so)."""
     from tqdm.auto import tqdm
 
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"size={size!r}: give the prepared images' side in pixels, at least 8 (e.g. --size 64)")
+    if size > MAX_SIZE:
+        raise ValueError(f"size={size}: give at most {MAX_SIZE} px (e.g. --size 64 or --size 224); one image of S "
+                         f"px takes 3*S*S bytes ({3 * size * size / 2**20:,.0f} MB at {size}), too much for the "
+                         f"prepared set on disk and for the decoding processes' memory")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}: give at least 1 decoding process")
     name, classes, segments, unlabeled_is, listing = _plan(str(source), size)  # lists the source once
-    out = Path(out) if out is not None else _keyed_path(name, size, listing)
+    key = _key(size, listing)
+    out = Path(out).expanduser() if out is not None else _keyed_path(name, size, listing)
+    held = _check_out(out, str(source), size, key)  # refuses a folder that holds another preparation
     if is_prepared(out):
         shutil.rmtree(out / "parts", ignore_errors=True)  # left by a run stopped after it completed
         (out / "plan.json").unlink(missing_ok=True)
-        return out
+        return out, True
+    # a resumed preparation keeps the chunks it started with, so its part files mean the same images
+    chunk_size = held.get("chunk_size", chunk_size) if held else chunk_size
+    chunk_size = max(1, min(chunk_size, CHUNK_BYTES // (3 * size * size)))
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(json.dumps({"source": str(source), "size": size}))  # for "run again to resume"
+    plan = {"source": str(source), "source_id": _source_id(str(source)), "size": size, "key": key,
+            "chunk_size": chunk_size}
+    (out / "plan.json").write_text(json.dumps(plan))  # for "run again to resume", and to check what resumes
     tasks = []  # (part path, files, labels) per chunk of a folder segment; real datasets go whole
     for s, (split, files, labels) in enumerate(segments):
         if files is None:
@@ -213,20 +285,26 @@ def prepare(source: str | Path, size: int, *, out: str | Path | None = None, wor
         file_tasks = [(str(p), files, labels, size) for p, files, labels in (t for t in todo if len(t) == 3)]
         if file_tasks:
             from concurrent.futures import as_completed
+            from concurrent.futures.process import BrokenProcessPool
             with _pool(min(workers, len(file_tasks))) as pool:
                 futures = {pool.submit(_decode_part, t): len(t[1]) for t in file_tasks}
                 try:
                     for future in as_completed(futures):
                         future.result()
                         bar.update(futures[future])
+                except BrokenProcessPool:  # a process was killed (most often by the system, out of memory)
+                    raise PreparationFailed(
+                        f"a decoding process died while preparing {source} at {size} px (killed by the system, "
+                        f"most often for lack of memory); run again with fewer --workers (now {workers}) or a "
+                        f"smaller --size: it resumes from the chunks already in {out / 'parts'}") from None
                 except BaseException:  # Ctrl-C or a failure: finished parts stay, the rest is not started
                     for future in futures:
                         future.cancel()
                     raise
-    return _assemble(out, name, size, classes, segments, unlabeled_is, [t[0] for t in tasks], source)
+    return _assemble(out, name, size, classes, segments, unlabeled_is, [t[0] for t in tasks], source, key), False
 
 
-def _assemble(out: Path, name, size, classes, segments, unlabeled_is, part_paths, source) -> Path:
+def _assemble(out: Path, name, size, classes, segments, unlabeled_is, part_paths, source, key=None) -> Path:
     """Parts -> images.u8, labels.npy, files.txt, then meta.json (last), then the parts go."""
     splits, labels, files, skipped, start = {}, [], [], [], 0
     tmp = out / "images.u8.tmp"
@@ -262,7 +340,7 @@ def _assemble(out: Path, name, size, classes, segments, unlabeled_is, part_paths
         warnings.warn(skipped_warning([Path(p) for p in skipped], base if base.is_dir() else Path("/")),
                       stacklevel=3)
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "name": name, "source": str(source), "size": size,
-            "count": start, "classes": classes, "splits": splits,
+            "source_id": _source_id(str(source)), "key": key, "count": start, "classes": classes, "splits": splits,
             "skipped": [os.path.relpath(p, base) if base.is_dir() else p for p in skipped]}
     tmp_meta = out / "meta.json.tmp"
     tmp_meta.write_text(json.dumps(meta, indent=1))
@@ -289,7 +367,8 @@ def write_prepared(out: str | Path, splits: dict, classes: list[str], name: str 
         for k, chunk in enumerate(chunks):
             chunk = np.asarray(chunk)
             if chunk.dtype != np.uint8 or chunk.ndim != 4 or chunk.shape[1] != 3 or chunk.shape[2] != chunk.shape[3]:
-                raise ValueError(f"split {split!r}: images must be uint8 (N, 3, S, S), got {chunk.dtype} {chunk.shape}")
+                raise ValueError(f"split {split!r}: images must be uint8 (N, 3, S, S), got {chunk.dtype} "
+                                 f"{chunk.shape}")
             size = chunk.shape[-1]
             path = parts / f"{s:02d}-{k:06d}.npz"
             _save_part(path, chunk, labels[at:at + len(chunk)] if len(labels) else np.full(len(chunk), -1), [])
@@ -298,76 +377,6 @@ def write_prepared(out: str | Path, splits: dict, classes: list[str], name: str 
         segments.append((split, None, None))
     unlabeled_is = "train" if "train" in splits and "unlabeled" not in splits else None
     return _assemble(out, name or out.name, size, list(classes), segments, unlabeled_is, part_paths, out)
-
-
-# ----------------------------------------------------------------------------------------------
-# reading
-
-
-def is_prepared(path: str | Path) -> bool:
-    """True when ``path`` is a prepared folder whose preparation completed."""
-    return (Path(path).expanduser() / "meta.json").is_file()
-
-
-def looks_prepared(path: str | Path) -> bool:
-    """True for a prepared folder, complete or not (``load_dataset`` then reads it as one)."""
-    p = Path(path).expanduser()
-    return any((p / name).exists() for name in ("meta.json", "plan.json", "images.u8"))
-
-
-def read_meta(path: str | Path) -> dict:
-    """A prepared folder's meta.json; ``PreparationIncomplete`` saying how to finish it when it has none."""
-    path = Path(path).expanduser()
-    if not is_prepared(path):
-        plan = json.loads((path / "plan.json").read_text()) if (path / "plan.json").is_file() else None
-        how = (f"run `python -m sslkit.data prepare {plan['source']} --size {plan['size']}` again: it resumes where "
-               f"it stopped" if plan else "prepare the data with `python -m sslkit.data prepare SOURCE --size S`")
-        raise PreparationIncomplete(f"{path} is not a complete prepared dataset (no meta.json): {how}")
-    meta = json.loads((path / "meta.json").read_text())
-    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path} was prepared in format {meta.get('format')} v{meta.get('version')}, this sslkit "
-                         f"reads {FORMAT} v{FORMAT_VERSION}: prepare the source again")
-    return meta
-
-
-def open_prepared(path: str | Path, split: str = "train", n: int | None = None, seed: int = 0,
-                  image_size: int | None = None):
-    """One split of a prepared folder as an ``ImageData`` whose images are a memory map (nothing is read yet).
-
-    With ``n`` smaller than the split, a random subset (the same for the same ``seed``) is read into
-    memory instead. ``image_size``, when given, must be the prepared size (prepare again for another).
-    """
-    import torch
-
-    from .data import ImageData, _pick
-
-    path = Path(path).expanduser()
-    meta = read_meta(path)
-    size, count = meta["size"], meta["count"]
-    if image_size is not None and image_size != size:
-        raise ValueError(f"{path} holds images of {size} px, not {image_size}: set image_size={size} (IMAGE_SIZE "
-                         f"in a notebook, --set image_size={size} in the shell), or prepare the source again with "
-                         f"--size {image_size}")
-    if split not in meta["splits"]:
-        raise ValueError(f"the prepared dataset {meta['name']!r} has no {split!r} split; choose one of: "
-                         f"{', '.join(meta['splits'])}")
-    start, stop = meta["splits"][split]
-    if stop == start:
-        raise ValueError(f"the {split!r} split of the prepared dataset {meta['name']!r} is empty (all of its files "
-                         f"were unreadable: {len(meta['skipped'])} skipped)")
-    file = path / "images.u8"
-    if not file.is_file() or file.stat().st_size != count * 3 * size * size:
-        raise ValueError(f"{file} is missing or not {count} images of {size} px; delete {path} and prepare again")
-    # copy-on-write: pages stay the file's (no memory of the process's own) unless written, and never reach the file
-    images = torch.from_numpy(np.memmap(file, dtype=np.uint8, mode="c", shape=(count, 3, size, size))[start:stop])
-    labels = torch.from_numpy(np.load(path / "labels.npy")[start:stop])
-    if split == "unlabeled":
-        labels = torch.full_like(labels, -1)
-    info = {"source": meta["source"], "prepared": str(path), "memory_mapped": True}
-    if n is not None and n < len(images):
-        idx = _pick(len(images), n, seed)
-        images, labels, info["memory_mapped"] = images[idx], labels[idx], False  # a subset: read into memory
-    return ImageData(images, labels, meta["classes"], f"prepared:{meta['name']}", split, info=info)
 
 
 def main(argv: list[str]) -> int:
@@ -383,13 +392,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="the folder to write (default: data/prepared/NAME-SIZEpx-KEY)")
     args = parser.parse_args(argv)
     try:
-        path = prepare(args.source, args.size, out=args.out, workers=args.workers)
+        path, already = _prepare(args.source, args.size, args.out, args.workers, CHUNK_SIZE, True)
         meta = read_meta(path)
     except (ValueError, FileNotFoundError, OSError) as e:
         parser.error(str(e))
+    except PreparationFailed as e:  # not a bad input: the message and exit 1, no traceback
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
     splits = ", ".join(f"{s} {b - a}" for s, (a, b) in meta["splits"].items())
-    print(f"prepared {meta['count']} images of {meta['size']} px ({splits}; {len(meta['skipped'])} unreadable "
-          f"skipped) in {path}\ntrain from it: python -m sslkit.train simclr --dataset {path}")
+    print(f"{'already ' if already else ''}prepared {meta['count']} images of {meta['size']} px ({splits}; "
+          f"{len(meta['skipped'])} unreadable skipped) in {path}\n"
+          f"train from it: python -m sslkit.train simclr --dataset {path}")
     return 0
 
 

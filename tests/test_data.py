@@ -397,6 +397,33 @@ def test_folder_with_nothing_readable(tmp_path):
         load_dataset(str(tmp_path / "f"), "unlabeled")
 
 
+def test_a_split_with_nothing_readable_counts_the_folders_unreadable_files(tmp_path):
+    """The error counts the whole folder (6 files), not the 4 of the split asked for; a split whose readable files
+    all fell in the other split says so, instead of calling the folder unreadable."""
+    from sslkit.folders import folder_test_mask
+
+    for name in ("a", "b"):
+        for i in range(3):
+            (tmp_path / "bad" / name).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "bad" / name / f"{i}.png").write_bytes(b"nope")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning names the split's skipped files
+        for split in ("train", "test", "unlabeled"):
+            with pytest.raises(ValueError, match=r"bad holds no readable images \(6 unreadable file\(s\)\)"):
+                load_dataset(str(tmp_path / "bad"), split, image_size=8)
+    folder = write_class_folder(tmp_path / "f", {"a": 5, "b": 5})
+    files = sorted(folder.rglob("*.png"))
+    is_test = folder_test_mask(torch.tensor([0] * 5 + [1] * 5), 2).tolist()
+    for f, t in zip(files, is_test):
+        if t:
+            f.write_bytes(b"nope")  # only the test split's files are unreadable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"'test' split of .*f holds no readable images \(2 unread.*other split"):
+            load_dataset(str(folder), "test", image_size=8)
+    assert len(load_dataset(str(folder), "train", image_size=8)) == 8
+
+
 def test_folder_of_different_sizes_needs_image_size(tmp_path):
     save_image(tmp_path / "f" / "a.png", (0, 0, 0), size=(10, 10))
     save_image(tmp_path / "f" / "b.png", (0, 0, 0), size=(12, 10))

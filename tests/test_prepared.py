@@ -155,6 +155,95 @@ def test_the_command_line(folder, tmp_path):
     assert not (tmp_path / "r2.json").exists()
 
 
+def _small_folder(root):
+    """Another source: two classes of four 20 px images."""
+    for k, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (20, 20), (60 * k, 30 * i, 9)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_folder_holding_another_finished_preparation_is_refused(folder, tmp_path):
+    path, _ = _prepare(folder, tmp_path / "p")
+    before = (path / "images.u8").read_bytes()
+    other = _small_folder(tmp_path / "other")
+    with pytest.raises(ValueError, match=r"holds a finished preparation of .*photos.* at 32 px, not of .*other at 32 "
+                                         r"px: give another output folder \(--out\), or delete"):
+        prepare(other, 32, out=path, progress=False)
+    with pytest.raises(ValueError, match=r"at 32 px, not of .*photos.* at 40 px"):
+        prepare(folder, 40, out=path, progress=False)
+    assert prepare(f"{folder}/", 32, out=path, progress=False) == path  # the same source, named another way
+    assert (path / "images.u8").read_bytes() == before
+    env = {**os.environ, "SSLKIT_DATA": str(tmp_path / "data")}
+    run = [sys.executable, "-m", "sslkit.data", "prepare"]
+    bad = subprocess.run(run + [str(other), "--size", "32", "--out", str(path)], capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode == 2 and "holds a finished preparation" in bad.stderr and "Traceback" not in bad.stderr
+    same = subprocess.run(run + [str(folder), "--size", "32", "--out", str(path)], capture_output=True, text=True,
+                          env=env)
+    assert same.returncode == 0 and same.stdout.startswith("already prepared 120 images"), same.stdout + same.stderr
+
+
+def test_resuming_with_another_source_or_size_is_refused(folder, tmp_path, monkeypatch):
+    import shutil
+
+    import sslkit.prepared as prepared
+
+    copy = tmp_path / "photos"
+    shutil.copytree(folder, copy)
+    monkeypatch.setattr(prepared, "_real_decode_part", prepared._decode_part, raising=False)
+    monkeypatch.setattr(prepared, "_decode_part", _dies_on_the_third_chunk)
+    out = tmp_path / "p"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        prepare(copy, 32, out=out, workers=1, chunk_size=16, progress=False)
+    monkeypatch.setattr(prepared, "_decode_part", prepared._real_decode_part)
+    parts = sorted(p.name for p in (out / "parts").iterdir())
+    with pytest.raises(ValueError, match=r"holds an unfinished preparation of .*photos at 32 px, not of .*other at "
+                                         r"32 px"):
+        prepare(_small_folder(tmp_path / "other"), 32, out=out, workers=1, progress=False)
+    with pytest.raises(ValueError, match=r"unfinished preparation of .*photos at 32 px, not of .*photos at 16 px"):
+        prepare(copy, 16, out=out, workers=1, progress=False)
+    with pytest.raises(ValueError, match=r"unfinished preparation .* made before its files changed"):
+        (copy / "ring" / "new.png").write_bytes(next((copy / "ring").glob("*.png")).read_bytes())
+        prepare(copy, 32, out=out, workers=1, progress=False)
+    (copy / "ring" / "new.png").unlink()
+    assert not is_prepared(out) and sorted(p.name for p in (out / "parts").iterdir()) == parts  # left as it was
+    path, _ = _prepare(copy, out, workers=1, chunk_size=64)  # resumes with the chunks it started with (16)
+    fresh, _ = _prepare(folder, tmp_path / "fresh", workers=2, chunk_size=16)
+    assert (path / "images.u8").read_bytes() == (fresh / "images.u8").read_bytes()
+
+
+def test_a_size_too_large_is_refused_before_any_work(folder, tmp_path):
+    with pytest.raises(ValueError, match=r"size=513: give at most 512 px .*3\*S\*S bytes"):
+        prepare(folder, 513, out=tmp_path / "huge", progress=False)
+    proc = subprocess.run([sys.executable, "-m", "sslkit.data", "prepare", str(folder), "--size", "513", "--out",
+                           str(tmp_path / "huge")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "give at most 512 px" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "huge").exists()
+
+
+def _killed(task):
+    """A decoding worker killed by the system (as the out-of-memory killer does)."""
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_dead_decoding_process_is_a_clear_error(folder, tmp_path, monkeypatch, capsys):
+    import sslkit.prepared as prepared
+
+    real = prepared._decode_part
+    monkeypatch.setattr(prepared, "_decode_part", _killed)  # module-level: the forked workers see it
+    out = tmp_path / "p"
+    with pytest.raises(RuntimeError, match=r"a decoding process died .*lack of memory.*fewer --workers.* resumes"):
+        prepare(folder, 32, out=out, workers=1, chunk_size=16, progress=False)
+    assert prepared.main([str(folder), "--size", "32", "--out", str(out), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "error: a decoding process died" in err and "Traceback" not in err
+    monkeypatch.setattr(prepared, "_decode_part", real)
+    assert read_meta(_prepare(folder, out)[0])["count"] == 120  # running it again finishes it
+
+
 def _simclr():
     torch.manual_seed(0)
     backbone, dim = sslkit.make_backbone("resnet_tiny", width=8)
