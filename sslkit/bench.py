@@ -284,12 +284,18 @@ def main(argv=None):
             parser.error(f"--{flag.replace('_', '-')} {value}: give at least {0 if flag == 'workers' else 1}")
     if args.backbone is None and args.name != "train":
         args.backbone = "resnet_small"
+    from .config import resolve_device
     from .models import check_backbone
+    from .recipes import recipe
 
-    try:
+    try:  # bad names and a device this machine lacks: the message and exit 2, before any benchmark runs
         if args.backbone is not None:
             check_backbone(args.backbone)
-    except ValueError as e:
+        if args.name == "train":  # the one benchmark that runs on --device
+            resolve_device(args.device)
+        if args.name == "step":  # the lesson recipe whose step is taken apart
+            recipe(args.recipe or "simclr", "lesson")
+    except (ValueError, RuntimeError) as e:
         parser.error(str(e))
     from .results import hardware, versions
 

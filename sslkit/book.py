@@ -310,6 +310,15 @@ def main(argv=None) -> int:
     parser.add_argument("--hide-solutions", action="store_true",
                         help="show each exercise's solution as the student version's placeholder")
     args = parser.parse_args(argv)
+    if Path(args.executed).exists() and not Path(args.executed).is_dir():
+        parser.error(f"--executed {args.executed} is a file; give the folder of stored executed runs")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder for the site (a missing one is made)")
+    try:  # a parent that is a file, or no permission: the message, before any notebook runs
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"--out {args.out}: cannot make that folder ({e.strerror}); give a folder you can write to")
     start = time.perf_counter()
     built = build(args.out, args.executed, args.profile, fresh=args.fresh, hide_solutions=args.hide_solutions)
     broken = check_links(args.out)

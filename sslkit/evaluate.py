@@ -49,7 +49,7 @@ def predict(model: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 
     The one batched prediction loop of the kit: features of a backbone (``extract_features``),
     logits of a classifier, embeddings of augmented views. ``data`` is an ``ImageData``, uint8
     images (N, C, H, W) (normalised here with ``to_float``) or float images already normalised.
-    Batches run on the model's device; its train/eval mode is restored afterwards. ``fn``: call
+    Batches run on the model's device; every submodule's train/eval mode is restored afterwards. ``fn``: call
     this instead of ``model`` (e.g. ``vit.cls_attention``). Raises ``FloatingPointError`` naming
     the model (``name``) and the first bad batch when an output is NaN or Inf.
 
@@ -58,7 +58,8 @@ def predict(model: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 
     torch.Size([5, 3])
     """
     images = data.images if isinstance(data, ImageData) else data
-    device, was_training = _device_of(model), model.training
+    device = _device_of(model)
+    modes = [(m, m.training) for m in model.modules()]  # each submodule's own mode (e.g. frozen BatchNorm in eval)
     fn = fn or model
     model.eval()
     out = []
@@ -73,7 +74,8 @@ def predict(model: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 
                     f"lower learning rate or in fp32")
             out.append(y.cpu())
     finally:
-        model.train(was_training)
+        for module, training in modes:  # model.train(mode) would set every submodule to the top module's mode
+            module.training = training
     return torch.cat(out)
 
 
@@ -81,9 +83,9 @@ def extract_features(backbone: nn.Module, data: ImageData | torch.Tensor, batch_
                      name: str | None = None) -> torch.Tensor:
     """Features (N, D) of a frozen backbone, on the CPU, in the order of ``data`` (``predict``, flattened).
 
-    Runs in eval mode without gradients, in batches, on the backbone's device; the backbone's
-    train/eval mode is restored afterwards. ``data`` is an ``ImageData`` or a uint8 tensor
-    (N, 3, H, W). Raises ``FloatingPointError`` naming the model and the first bad batch when
+    Runs in eval mode without gradients, in batches, on the backbone's device; the train/eval mode of each of
+    the backbone's modules is restored afterwards. ``data`` is an ``ImageData`` or a uint8 tensor (N, 3, H, W).
+    Raises ``FloatingPointError`` naming the model and the first bad batch when
     a feature is NaN or Inf.
     """
     return predict(backbone, data, batch_size, name).flatten(1)

@@ -23,13 +23,16 @@ notebook.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .nbtools import KERNEL, notebook_parameters, run_notebook
+from .experiment import EXPERIMENT_PARAMETERS, experiment_notebook, run_experiment  # noqa: F401 (a sweep's
+from .nbtools import notebook_parameters, run_notebook  # experiment, named here where users look for it)
 from .results import load_results
 
 
@@ -40,10 +43,77 @@ def grid_runs(grid: dict) -> list[dict]:
     return [dict(zip(names, combo)) for combo in itertools.product(*values)]
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9=,._+-]")  # characters a run's file name does not keep
+_MAX_PLAIN = 200  # characters of a name without a hash: with ".json.partial" and a dot, under 255 bytes
+
+
 def run_name(params: dict) -> str:
-    """A file-name-safe name for one run."""
-    text = ",".join(f"{k}={v}" for k, v in params.items())
-    return re.sub(r"[^A-Za-z0-9=,._+-]", "_", text)
+    """A file-name-safe name for one run; distinct parameters never get the same name.
+
+    Plain values (numbers, True, False, None and text of letters, digits and ``._+-=`` that does not read as one of
+    those) are written as they are: ``NAME=value`` joined by commas. Otherwise (a tuple, text with a space or a
+    comma, text such as ``"0.1"``, ...) the unsafe characters become ``_`` and the name ends in ``~`` and a short hash
+    of the parameters, so that values alike once sanitised (``"a b"`` and ``"a_b"``) never share a file. ``collect``
+    reads the values back from each run's results file, not from its name.
+
+    >>> run_name({"METHOD": "simclr", "NUM_EPOCHS": 2})
+    'METHOD=simclr,NUM_EPOCHS=2'
+    >>> run_name({"CROP_SCALE": (0.5, 1.0)})
+    'CROP_SCALE=_0.5,_1.0_~d60a22f6'
+    """
+    values = _as_passed(params)
+    text = ",".join(f"{k}={v}" for k, v in values.items())
+    plain = _UNSAFE.sub("_", text) == text and len(text) <= _MAX_PLAIN and _same(_parse_name(text), values)
+    if plain:
+        return text
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{_UNSAFE.sub('_', text)[:_MAX_PLAIN]}~{digest}"
+
+
+def _as_passed(params: dict) -> dict:
+    """The parameters as papermill passes them to a notebook and a results file keeps them: JSON (tuples become
+    lists, other objects their text)."""
+    return json.loads(json.dumps(params, default=str))
+
+
+def _same(a, b) -> bool:
+    """Equal and of the same types (1, 1.0 and True are equal in Python, and are different parameters)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _parse_value(text: str):
+    """A value as a plain run name writes it: an int, a float, True, False or None, else the text itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(text, text)
+
+
+def _parse_name(name: str) -> dict:
+    """The parameters a plain run name spells (a hashed name's values are sanitised: read its results file)."""
+    parts = name.split("~", 1)[0].split(",")
+    return {k: _parse_value(v) for k, v in (part.split("=", 1) for part in parts if "=" in part)}
+
+
+def _as_lists(value):
+    """Tuples as lists, in dicts and lists too: papermill writes a tuple into a notebook as its text, a list as a
+    list."""
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return [_as_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _as_tuples(value):
+    """Lists (a tuple once papermill and JSON passed it) back to tuples: a table's values that plot and set take."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 @dataclass
@@ -107,7 +177,8 @@ def sweep(notebook: str | Path, grid: dict, out_dir: str | Path, fixed: dict | N
             partial = out_dir / f".{name}.json.partial"  # a run stopped half-way leaves only this
             try:
                 run_notebook(notebook, out_dir / f"{name}.ipynb",
-                             {**fixed, **params, "RESULTS_PATH": str(partial.resolve())})
+                             {**_as_lists({**fixed, **params}), "RESULTS_PATH": str(partial.resolve())})
+                _keep_params(partial, params)
                 partial.replace(results_path)  # only a finished run counts as done
                 report.done.append(name)
             except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
@@ -122,6 +193,13 @@ def sweep(notebook: str | Path, grid: dict, out_dir: str | Path, fixed: dict | N
         for name, why in report.failed.items():
             print(f"  {name}: {why}")
     return report
+
+
+def _keep_params(results_path: Path, params: dict) -> None:
+    """Write the run's swept parameters into its results file (``sweep_params``): ``collect``'s table shows them."""
+    data = json.loads(results_path.read_text())
+    data["sweep_params"] = _as_passed(params)
+    results_path.write_text(json.dumps(data, indent=2, default=str))
 
 
 def _finished(results_path: Path) -> bool:
@@ -161,7 +239,10 @@ def _set_aside(out_dir: Path, name: str) -> Path:
 
 
 def collect(out_dir: str | Path, metrics: list[str] | None = None, runs: list[dict] | None = None) -> list[dict]:
-    """One row per finished run in ``out_dir``: its swept parameters (from the file name), then metrics.
+    """One row per finished run in ``out_dir``: its swept parameters, its ``wall_time_s``, then metrics.
+
+    The parameters are those the run was given, kept in its results file (``sweep_params``; a list there, a tuple in
+    the grid, is a tuple here); a results file of an earlier sslkit without them gives those its plain name spells.
 
     ``runs`` (``grid_runs``' list): only those runs, in that order (a folder may also hold the runs of an earlier
     grid, e.g. the same sweep with other parameters); without it, every results file in ``out_dir``.
@@ -173,7 +254,15 @@ def collect(out_dir: str | Path, metrics: list[str] | None = None, runs: list[di
     rows = []
     for path in paths:
         data = load_results(path)
-        row = dict(part.split("=", 1) for part in path.stem.split(",") if "=" in part)
+        kept = data.get("sweep_params")
+        if isinstance(kept, dict):
+            row = {k: _as_tuples(v) for k, v in kept.items()}
+        else:
+            row = _parse_name(path.stem)
+            if "~" in path.stem:  # a hashed name's values were sanitised: the table cannot show them as they were
+                warnings.warn(f"{path.name} holds no sweep_params (it was not written by sslkit.sweep.sweep): its "
+                              f"parameters are shown as its name spells them, sanitised; run the sweep again to "
+                              f"record them", stacklevel=2)
         row["wall_time_s"] = data["wall_time_s"]
         wanted = metrics or list(data["metrics"])
         row.update({m: data["metrics"].get(m) for m in wanted})
@@ -188,7 +277,10 @@ def format_table(rows: list[dict], digits: int = 3) -> str:
     columns = list(dict.fromkeys(k for r in rows for k in r))
 
     def fmt(v):
-        return f"{v:.{digits}f}" if isinstance(v, float) else ("" if v is None else str(v))
+        if isinstance(v, float):
+            fixed = f"{v:.{digits}f}"  # a small value (a learning rate of 3e-4) keeps its digits, not 0.000
+            return fixed if abs(float(fixed) - v) <= 0.005 * abs(v) else f"{v:.{digits}g}"
+        return "" if v is None else str(v)
 
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
@@ -221,126 +313,3 @@ def _num(v):
         return float(v)
     except (TypeError, ValueError):
         return v
-
-
-# ----------------------------------------------------------------------------------------------
-# the experiment one run makes, and a small notebook around it for sweeps
-
-
-def run_experiment(method_name: str, cfg, results=None, data: tuple | None = None, progress: bool = False) -> dict:
-    """Train method ``method_name`` on ``cfg``'s dataset, evaluate its backbone, record the numbers.
-
-    The method is built by ``sslkit.cli.build`` (``cfg.extra`` knobs go to the backbone, the method or its views, as
-    for ``python -m sslkit.train``), trained on the ``unlabeled`` split for the planned ``cfg.num_epochs``
-    (``cfg.time_budget_s``, when set, is a cap that may stop it earlier; a method that collapses under AdamW keeps its
-    recipe's optimizer: ``sslkit.recipes.with_own_optimizer``; SimSiam trains with SGD), and evaluated with
-    ``evaluate_backbone`` on ``train`` (the kNN bank, the probe's training set) and ``test``. A dataset without labels
-    (a flat image folder) is trained on and not evaluated.
-
-    Args:
-        data: ``(unlabeled, train, test)`` already loaded (None: ``load_split`` them from ``cfg``;
-            ``train`` and ``test`` may be None for a dataset without labels).
-    A run whose loss became NaN or infinite raises ``FloatingPointError`` (after recording ``diverged: 1``), so
-    that a sweep lists it as failed and keeps no results file for it.
-
-    Returns the metrics (also recorded in ``results`` if given): ``knn``, ``linear``, ``std``,
-    ``uniformity``, ``alignment``, ``steps``, ``epochs``, ``train_s``, ``final_loss``, ``lr`` (the peak
-    learning rate it trained with). ``results`` also gets the training's ``Results.record_training`` entries under
-    the method's name (``train_s_simclr``, ..., and ``cut_short_simclr`` when a time budget cut the run short).
-    """
-    from .data import load_split
-    from .evaluate import evaluate_backbone
-    from .cli import build
-    from .recipes import with_own_optimizer
-    from .train import train
-
-    method = build(method_name, cfg)  # first: a typo in the method's name fails before any loading
-    cfg = with_own_optimizer(method_name, cfg)  # e.g. SimSiam trains with SGD
-    if data is None:
-        unlabeled = load_split(cfg, "unlabeled")
-        try:
-            train_data, test_data = load_split(cfg, "train"), load_split(cfg, "test")
-        except ValueError as e:  # e.g. a flat folder: only an unlabeled split
-            print(f"trained only, not evaluated: {e}")
-            train_data = test_data = None
-    else:
-        unlabeled, train_data, test_data = data
-    history = train(method, unlabeled, cfg, progress=progress)
-    if results is not None:  # steps, epochs and seconds under the method's name; a run a time budget cut is marked
-        results.record_training(method_name, history)
-    metrics = {"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s, "lr": cfg.lr}
-    if history.losses:
-        metrics["final_loss"] = history.final_loss
-    if history.stop_reason == "non-finite loss":  # a failed run: marked, and an error (a sweep lists it as failed)
-        if results is not None:
-            results.update({**metrics, "diverged": 1})
-        raise FloatingPointError(f"{method_name} diverged: {history.message}")
-    if train_data is not None and test_data is not None:
-        metrics.update(evaluate_backbone(method.backbone, train_data, test_data, seed=cfg.seed, name=method_name,
-                                         k=min(200, len(train_data))))
-    if results is not None:
-        results.update(metrics)
-    return metrics
-
-
-# the parameters of the experiment notebook: name -> (default, comment)
-EXPERIMENT_PARAMETERS = {
-    "PROFILE": ('"lesson"', '"smoke", "lesson" or "full"'),
-    "RESULTS_PATH": ("None", "None: results/experiment.<profile>.json"),
-    "NOTEBOOK_VALUES": ('"08_your_data"', "whose per-profile values fill in the knobs left at None "
-                                         "(sslkit.recipes.NOTEBOOK_VALUES); None: the profile's only"),
-    "METHOD": ('"simclr"', "any of sslkit.methods.METHODS"),
-    "DATASET": ("None", '"shapes", "cifar10", "stl10", "imagenette" or an image folder; None: the profile\'s'),
-    "BACKBONE": ("None", "see sslkit.models.BACKBONES; None: the profile's"),
-    "WIDTH": ("None", "channels of a small ResNet's first stage; None: the backbone's"),
-    "IMAGE_SIZE": ("None", "pixels; None: the profile's (32)"),
-    "TIME_BUDGET_S": ("None", "an optional cap in seconds: fit the training into it and stop; None: train the "
-                              "planned epochs"),
-    "NUM_EPOCHS": ("None", "passes over the unlabeled split (planned); None: NOTEBOOK_VALUES' (lesson: 6) "
-                          "or the profile's"),
-    "BATCH_SIZE": ("None", "images per step"),
-    "LR": ("None", "peak learning rate"),
-    "TEMPERATURE": ("None", "for the contrastive methods (simclr, moco)"),
-    "NUM_UNLABELED": ("None", "images to train on"),
-    "NUM_TRAIN": ("None", "labeled images: the kNN bank and the linear probe's training set"),
-    "NUM_TEST": ("None", "test images"),
-    "DEVICE": ("None", '"auto", "cpu", "cuda", "mps"'),
-    "SEED": ("None", "None: the profile's (0)"),
-}
-
-
-def experiment_notebook(path) -> Path:
-    """Write a small notebook that runs ``run_experiment`` with the knobs of its parameters cell.
-
-    The notebook a sweep runs when one run should be one training and its evaluation, not a
-    whole lesson. Its parameters are ``EXPERIMENT_PARAMETERS`` (all None: the profile's values,
-    and those of ``NOTEBOOK_VALUES``, notebook 08's by default). Returns the path.
-
-    >>> import tempfile
-    >>> nb = experiment_notebook(Path(tempfile.mkdtemp()) / "experiment.ipynb")
-    >>> sorted(notebook_parameters(nb))[:4]
-    ['BACKBONE', 'BATCH_SIZE', 'DATASET', 'DEVICE']
-    """
-    import nbformat
-
-    path = Path(path)
-    parameters = "\n".join(f"{name} = {default}  # {comment}" for name, (default, comment)
-                           in EXPERIMENT_PARAMETERS.items())
-    code = ("import sslkit\nfrom sslkit.config import NOT_KNOBS\nfrom sslkit.sweep import run_experiment\n\n"
-            "# every knob of the parameters cell (None: the profile's value) but the notebook's values and the method\n"
-            "knobs = sslkit.parameters(globals(), exclude=(*NOT_KNOBS, \"NOTEBOOK_VALUES\", \"METHOD\"))\n"
-            "cfg = sslkit.make_config(PROFILE, notebook=NOTEBOOK_VALUES, **knobs)\n"
-            "results = sslkit.Results(\"experiment\", {**cfg.to_dict(), \"method\": METHOD}, RESULTS_PATH)\n"
-            "metrics = run_experiment(METHOD, cfg, results)\n"
-            "results.save()  # the run is done: its results file is marked complete\n"
-            "print(METHOD, cfg.dataset, {k: round(v, 4) for k, v in metrics.items()})")
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python (sslkit)", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell("# One experiment: train a method, evaluate its backbone\n"
-                                              "Written by `sslkit.sweep.experiment_notebook`; run by "
-                                              "`sslkit.sweep.sweep` once per combination of a grid."),
-                nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(code)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
-    return path

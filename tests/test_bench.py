@@ -28,6 +28,26 @@ def test_counts_below_one_and_unknown_backbones_are_clear_errors(capsys):
         assert e.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_unknown_recipe_and_device_are_clear_errors_before_any_benchmark_runs(capsys, monkeypatch):
+    """A bad ``--recipe`` or ``--device`` (or a GPU this machine lacks) is the message and exit 2, not a traceback."""
+    import torch
+
+    def must_not_run(args):
+        raise AssertionError("the benchmark ran despite a bad flag")
+
+    for name in ("step", "train"):
+        monkeypatch.setitem(BENCHMARKS, name, must_not_run)
+    cases = [(["step", "--recipe", "nope"], "unknown recipe 'nope'; choose one of: "),
+             (["train", "--device", "foo"], "unknown device 'foo'; choose one of: ")]
+    if not torch.cuda.is_available():
+        cases.append((["train", "--device", "cuda", "--steps", "1"], "device='cuda' but this machine has no CUDA GPU"))
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and "Traceback" not in err, (argv, err)
+
+
 def test_step_flops_counts_a_known_network():
     """FLOPs of a forward and backward pass: a linear map of the flattened views costs 2 x B x in x out forward, and
     the same again backward for its weight's gradient (the views need none), for each of the two views."""

@@ -94,6 +94,21 @@ def test_the_index_lists_every_notebook_with_its_time_and_results(built):
     assert list(lessons) == IDS
 
 
+def test_out_or_executed_naming_a_file_is_a_clear_error(tmp_path, capsys):
+    """``--out`` (or ``--executed``) naming an existing plain file: the message and exit 2, before anything is
+    built."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for argv, message in [(["--out", str(afile)], "is a file; give a folder for the site"),
+                          (["--out", str(afile / "site")], "cannot make that folder"),
+                          (["--out", str(tmp_path / "site"), "--executed", str(afile)], "is a file; give the folder")]:
+        with pytest.raises(SystemExit) as e:
+            book.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and "Traceback" not in err, (argv, err)
+    assert afile.read_text() == "not a folder" and not (tmp_path / "site").exists()
+
+
 def test_the_link_check_finds_a_broken_link(tmp_path):
     (tmp_path / "a.html").write_text('<a href="b.html#there">b</a> <a href="missing.html">m</a> <a href="#top">t</a>'
                                      '<a href="https://example.org/x">x</a> <img src="data:image/png;base64,AA">')

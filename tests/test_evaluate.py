@@ -207,3 +207,20 @@ def test_predict_is_the_model_in_eval_mode_over_batches_and_restores_its_mode():
     means = predict(model, images, batch_size=5, fn=lambda x: x.mean((1, 2, 3)))  # fn instead of the model
     assert torch.allclose(means, to_float(images).mean((1, 2, 3)), atol=1e-6)
     assert accuracy(torch.eye(3)[[0, 1, 1]], torch.tensor([0, 1, 2])) == 2 / 3
+
+
+def test_predict_restores_each_submodules_own_mode():
+    """A model training with frozen BatchNorm layers (in eval mode) keeps them frozen after ``predict`` and
+    ``extract_features``: each submodule's mode is restored, not the top module's spread over all of them."""
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
+    backbone.train()
+    norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms[::2]:
+        m.eval()
+    before = {name: m.training for name, m in backbone.named_modules()}
+    images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    extract_features(backbone, images)
+    assert {name: m.training for name, m in backbone.named_modules()} == before
+    predict(backbone, images, fn=lambda x: backbone(x) * 0)  # a caller's fn: the same restoring
+    assert {name: m.training for name, m in backbone.named_modules()} == before
+    assert len(norms) > 1 and before[""] and not norms[0].training and norms[1].training

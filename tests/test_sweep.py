@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sslkit.results import load_results
-from sslkit.sweep import collect, format_table, grid_runs, sweep
+from sslkit.sweep import collect, format_table, grid_runs, run_name, sweep
 
 
 def _notebook(path):
@@ -38,14 +38,64 @@ def test_sweep_runs_every_combination_reports_failures_and_resumes(tmp_path):
     assert again.done == ["LR=0.1,SEED=0"] and again.skipped == ["LR=0.1,SEED=1"]
 
     rows = collect(out, ["score"])
-    assert [(r["LR"], r["SEED"], r["score"]) for r in rows] == [("0.1", "0", 1.0), ("0.1", "1", 2.0)]
+    assert [(r["LR"], r["SEED"], r["score"]) for r in rows] == [(0.1, 0, 1.0), (0.1, 1, 2.0)]
     assert "score" in format_table(rows).splitlines()[0]
 
     # another grid into the same folder: collect(runs=...) gives one grid's runs, in its order
     sweep(nb, {"LR": [0.3]}, out, fixed={"PROFILE": "smoke"}, progress=False)
     assert len(collect(out)) == 3
     only = collect(out, ["score"], runs=grid_runs({"LR": [0.1], "SEED": [1, 0]}))
-    assert [(r["LR"], r["SEED"]) for r in only] == [("0.1", "1"), ("0.1", "0")]
+    assert [(r["LR"], r["SEED"]) for r in only] == [(0.1, 1), (0.1, 0)]
+
+
+def test_run_names_keep_plain_values_and_never_share_a_file():
+    """Plain values keep their readable names (committed results quote them); values that sanitising would change
+    (a tuple, a space, text that reads as a number) get a hash of the parameters, so distinct runs never collide."""
+    assert run_name({"METHOD": "simclr", "NUM_EPOCHS": 2}) == "METHOD=simclr,NUM_EPOCHS=2"
+    assert run_name({"LR": 0.1, "SEED": 0, "FLAG": True, "X": None}) == "LR=0.1,SEED=0,FLAG=True,X=None"
+    distinct = [{"NAME": "a b"}, {"NAME": "a_b"}, {"NAME": "a,b"}, {"LR": 0.1}, {"LR": "0.1"}, {"X": 1}, {"X": 1.0},
+                {"X": True}, {"X": "True"}, {"S": (0.5, 1.0)}, {"S": (0.2, 1.0)}, {"S": "(0.5, 1.0)"}]
+    names = [run_name(p) for p in distinct]
+    assert len(set(names)) == len(names), names
+    assert all(re.fullmatch(r"[A-Za-z0-9=,._+~-]+", n) for n in names)
+    assert run_name({"S": (0.5, 1.0)}) == run_name({"S": [0.5, 1.0]}), "papermill passes a tuple as a list"
+    assert len(run_name({"NAME": "x " * 500})) < 220
+
+
+def test_collect_gives_the_values_a_run_was_given(tmp_path):
+    """Runs whose values sanitise alike ("a b", "a_b") and tuple values each get their own run and file, and the
+    table shows the values themselves (from each results file), not pieces of the file name."""
+    cells = [
+        {"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]}, "outputs": [], "execution_count": None,
+         "source": "PROFILE = 'smoke'\nRESULTS_PATH = None\nNAME = 'x'\nSCALE = (0.08, 1.0)"},
+        {"cell_type": "code", "id": "r", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "import sslkit\nres = sslkit.Results('toy', sslkit.make_config(PROFILE), RESULTS_PATH)\n"
+                   "res.record('score', len(NAME) + SCALE[0])\nres.save()"}]
+    nb = tmp_path / "toy.ipynb"
+    nb.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"name": "sslkit", "display_name": "sslkit", "language": "python"}}}))
+    out, grid = tmp_path / "runs", {"NAME": ["a b", "a_b"], "SCALE": [(0.2, 1.0)]}
+    report = sweep(nb, grid, out, progress=False)
+    assert len(report.done) == 2 and not report.skipped and not report.failed, report
+    rows = collect(out, ["score"], runs=grid_runs(grid))
+    assert [(r["NAME"], r["SCALE"], r["score"]) for r in rows] == [("a b", (0.2, 1.0), 3.2), ("a_b", (0.2, 1.0), 3.2)]
+    assert sorted(r["NAME"] for r in collect(out)) == ["a b", "a_b"]
+    assert [run_name({k: r[k] for k in grid}) for r in rows] == report.done, "a row's values name its run again"
+    assert sweep(nb, grid, out, progress=False).skipped == report.done
+    assert "(0.2, 1.0)" in format_table(rows)
+
+
+def test_collect_reads_a_plain_name_without_kept_parameters_and_the_table_keeps_small_values(tmp_path):
+    """A results file without ``sweep_params`` (an earlier sslkit's sweep): its plain name's values, as numbers."""
+    from sslkit.results import Results
+
+    res = Results("toy", {"profile": "smoke"}, tmp_path / "LR=0.0003,SEED=1,METHOD=simclr.json")
+    res.record("knn", 0.25)
+    res.save()
+    rows = collect(tmp_path)
+    assert rows == [{"LR": 0.0003, "SEED": 1, "METHOD": "simclr", "wall_time_s": rows[0]["wall_time_s"], "knn": 0.25}]
+    table = format_table(rows)
+    assert "0.0003" in table and "0.250" in table  # a learning rate of 3e-4 is not rounded to 0.000
 
 
 def test_a_run_made_with_other_fixed_parameters_is_run_again_and_the_old_one_kept(tmp_path, capsys):
@@ -61,7 +111,7 @@ def test_a_run_made_with_other_fixed_parameters_is_run_again_and_the_old_one_kep
     old = out / "replaced" / "LR=0.1.1.json"
     assert load_results(old)["metrics"]["score"] == pytest.approx(1.0)  # the earlier run, not lost
     assert (out / "replaced" / "LR=0.1.1.ipynb").exists()
-    assert [r["LR"] for r in collect(out)] == ["0.1"], "set-aside runs stay out of the table"
+    assert [r["LR"] for r in collect(out)] == [0.1], "set-aside runs stay out of the table"
 
 
 def test_unknown_parameter_fails_before_any_run(tmp_path):
