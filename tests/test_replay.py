@@ -68,6 +68,12 @@ def test_a_partly_replayed_smoke_run_trains_the_others_and_gives_the_recorded_nu
     text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                      if isinstance(o.get("text"), str))
     assert text.count("replayed the recorded run") == len(named) and "byol: replayed" not in text
+    labels = {"byol": "BYOL", "simsiam": "SimSiam", "simsiam_no_stopgrad": "SimSiam, no stop-grad", "dino": "DINO",
+              "barlowtwins": "Barlow Twins", "vicreg": "VICReg"}
+    for name in trainings:  # the summary table says which trainings were replayed, and so does the verdict
+        row = next(line for line in text.splitlines() if line.startswith(f"{labels[name]:22s} "))
+        assert ("(replayed)" in row) == (name in named), row
+    assert f"({len(named) - 1} of them replayed from the lesson run)" in text  # (the collapse run is not counted)
 
 
 def test_a_replay_list_replays_what_it_names_and_refuses_a_name_never_recorded(tmp_path):

@@ -40,6 +40,11 @@ def target_momentum_schedule(value) -> tuple[float, float]:
     weights move to ``m * target + (1 - m) * online``, with ``m`` rising from start to end on a cosine over the run
     (lightly's ``cosine_schedule``). A single number is the start, ending at 1 (BYOL's schedule).
 
+    ``on_step_end(step, total_steps)`` gets the steps done (1 after the first): the update after step k uses
+    ``cosine_schedule(k, total_steps)``, as lightly's examples update before step k+1 (counted from 0) with it; their
+    update before the first step, with the start value, changes nothing (the target is still a copy of the online
+    network), so the two make the same updates.
+
     >>> target_momentum_schedule(0.9), target_momentum_schedule((0.99, 0.999))
     ((0.9, 1.0), (0.99, 0.999))
     """
