@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .evaluate import eval_mode
+
 CAM_METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam", "hirescam", "layercam")
 GRADIENT_FREE = ("eigencam", "scorecam")  # methods that never backpropagate (any layer with activations works)
 
@@ -72,7 +74,7 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     if name not in modules or not name:
         names = layer_names(model)
         close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
-        depth = min(n.count(".") for n in names) + 1  # the top-level blocks and their direct parts
+        depth = min((n.count(".") for n in names), default=0) + 1  # the top-level blocks and their direct parts
         short = [n for n in names if n.count(".") <= depth and n not in close][:40]
         blocks = [n for n in names if n.endswith(".ln_1")]  # a ViT: its blocks sit deep inside
         short += [n.rsplit(".", 1)[0] for n in blocks] + blocks[-1:]
@@ -251,10 +253,8 @@ def check_gradients(model: nn.Module, layer_name: str, images: torch.Tensor, res
     layer = get_layer(model, layer_name)
     saved = {}
     handle = layer.register_forward_hook(lambda m, i, o: saved.__setitem__("out", o))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             out = model(images)
             act = saved.get("out")
             if not isinstance(act, torch.Tensor):
@@ -272,7 +272,6 @@ def check_gradients(model: nn.Module, layer_name: str, images: torch.Tensor, res
             grad = torch.autograd.grad(out.float().square().sum(), act, allow_unused=True)[0]
     finally:
         handle.remove()
-        model.train(was_training)
     if grad is not None and act.ndim == 3:
         grad = grad[:, 1:]  # the patch tokens: what the map is made of
     if grad is None or grad.abs().max() == 0:
@@ -334,14 +333,18 @@ def compute_cams(model: nn.Module, images: torch.Tensor, layer_name: str, target
     if images.ndim != 4 or not images.is_floating_point():
         raise ValueError(f"images must be normalised floats (N, C, H, W), got {images.dtype} {tuple(images.shape)}; "
                          f"convert uint8 images with sslkit.to_float(images)")
+    if not len(images):
+        raise ValueError("no images to explain (images holds 0); give at least one")
     if targets is not None and len(targets) != len(images):
         raise ValueError(f"{len(targets)} targets for {len(images)} images; give one target per image")
     layer = get_layer(model, layer_name)
-    was_training = model.training
     check_gradients(model, layer_name, images[:2], reshape, need_gradient=method not in GRADIENT_FREE)
     cams = []
-    try:
-        with cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+    # not `with cam_cls(...) as cam`: its __exit__ prints and swallows an IndexError (a target class the model does
+    # not have), which left fewer maps than images; here the error reaches the caller, and the hooks go either way
+    with eval_mode(model):  # (the CAM puts the model in eval mode; each submodule's own mode comes back after)
+        cam = cam_cls(model=model, target_layers=[layer], reshape_transform=reshape)
+        try:
             if method == "scorecam":
                 cam.batch_size = batch_size
             # ScoreCAM draws a tqdm bar per image on stderr: keep it out of the notebook
@@ -350,8 +353,8 @@ def compute_cams(model: nn.Module, images: torch.Tensor, layer_name: str, target
                 for start in range(0, len(images), batch_size):
                     t = None if targets is None else list(targets[start:start + batch_size])
                     cams.append(torch.from_numpy(cam(input_tensor=images[start:start + batch_size], targets=t)))
-    finally:
-        model.train(was_training)
+        finally:
+            cam.activations_and_grads.release()
     return torch.cat(cams).float()
 
 
@@ -407,14 +410,8 @@ def road_score(classifier: nn.Module, images: torch.Tensor, cams: torch.Tensor, 
     if cams.shape != (len(images), *images.shape[-2:]) or len(labels) != len(images):
         raise ValueError(f"maps {tuple(cams.shape)}, images {tuple(images.shape)} and labels {tuple(labels.shape)} "
                          f"do not match: give one (H, W) map and one label per image")
-    was_training = classifier.training
-    classifier.eval()
-    try:
-        targets = [ClassifierOutputSoftmaxTarget(int(k)) for k in labels]
-        with torch.random.fork_rng():  # the imputation adds noise: the same maps give the same score
-            torch.manual_seed(seed)
-            scores = ROADCombined(percentiles=list(percentiles))(images, cams.float().cpu().numpy(), targets,
-                                                                 classifier)
-    finally:
-        classifier.train(was_training)
+    targets = [ClassifierOutputSoftmaxTarget(int(k)) for k in labels]
+    with eval_mode(classifier), torch.random.fork_rng():  # the imputation adds noise: the same maps, the same score
+        torch.manual_seed(seed)
+        scores = ROADCombined(percentiles=list(percentiles))(images, cams.float().cpu().numpy(), targets, classifier)
     return float(scores.mean())

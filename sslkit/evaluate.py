@@ -25,6 +25,7 @@ The field's standard answers, the same way in every notebook:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -59,11 +60,9 @@ def predict(model: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 
     """
     images = data.images if isinstance(data, ImageData) else data
     device = _device_of(model)
-    modes = [(m, m.training) for m in model.modules()]  # each submodule's own mode (e.g. frozen BatchNorm in eval)
     fn = fn or model
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size].to(device)
             y = fn(to_float(x) if x.dtype == torch.uint8 else x).float()
@@ -73,10 +72,20 @@ def predict(model: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 
                     f"(images {start}..{start + len(x) - 1}); the weights have diverged: retrain with a "
                     f"lower learning rate or in fp32")
             out.append(y.cpu())
-    finally:
-        for module, training in modes:  # model.train(mode) would set every submodule to the top module's mode
-            module.training = training
     return torch.cat(out)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model`` in eval mode inside the block; after it every submodule's own train/eval mode as it was
+    (``model.train(was_training)`` would give them all the top module's: a frozen BatchNorm would train again)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def extract_features(backbone: nn.Module, data: ImageData | torch.Tensor, batch_size: int = 512,

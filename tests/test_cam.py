@@ -195,6 +195,28 @@ def test_more_bad_inputs(setup):
         compute_cams(backbone, x[:2], "pool", targets[:2])
 
 
+def test_a_failing_target_is_an_error_not_fewer_maps_and_modes_come_back(setup):
+    """pytorch-grad-cam's ``with`` block prints and swallows an IndexError (a class the classifier does not have):
+    compute_cams used to return maps for the batches before it only. Every submodule's train/eval mode is as it was
+    after compute_cams and road_score (a frozen BatchNorm stays frozen)."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    backbone, data, x, _ = setup
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone(x[:1]).shape[1], 4))
+    model.train()
+    backbone.eval()  # frozen inside a model that trains
+    with pytest.raises(IndexError):
+        compute_cams(model, x[:6], "0.layers.2", [ClassifierOutputTarget(k) for k in (0, 1, 2, 3, 7, 1)], batch_size=2)
+    assert model.training and not backbone.training
+    cams = compute_cams(model, x[:6], "0.layers.2", [ClassifierOutputTarget(k % 4) for k in range(6)], batch_size=4)
+    assert cams.shape == (6, 32, 32) and model.training and not backbone.training
+    road_score(model, x[:6], cams, torch.arange(6) % 4)
+    assert model.training and not backbone.training
+    with pytest.raises(ValueError, match="no images to explain"):
+        compute_cams(model, x[:0], "0.layers.2")
+
+
 def test_scorecam_keeps_its_progress_bars_quiet(setup, capsys):
     backbone, data, x, targets = setup
     compute_cams(backbone, x[:2], "layers.3", targets[:2], method="scorecam")
