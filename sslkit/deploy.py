@@ -43,6 +43,7 @@ from torch import nn
 from .config import torch_threads
 from .data import ImageData, to_float
 from .evaluate import accuracy  # noqa: F401 - notebook 09 scores exported models with it
+from .evaluate import eval_mode
 
 # module -> the package to install
 PACKAGES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
@@ -98,8 +99,8 @@ def check_image_size(image_size, in_channels: int = 3, model: nn.Module | None =
                          f"(load_dataset(..., image_size=32))")
     if model is not None:
         try:
-            with torch.no_grad():
-                model.eval()(torch.zeros(2, in_channels, image_size, image_size))
+            with torch.no_grad(), eval_mode(model):  # each submodule's own train/eval mode comes back after
+                model(torch.zeros(2, in_channels, image_size, image_size))
         except (RuntimeError, ValueError) as e:
             raise ValueError(f"the model does not run on {in_channels}x{image_size}x{image_size} images, so it cannot "
                              f"be exported at that size: {str(e).splitlines()[0]}") from None
@@ -166,6 +167,15 @@ def has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
+def default_reduce_range() -> bool:
+    """Whether ``quantize_int8`` keeps the weights to 7 bits by default: on x86 CPUs without VNNI only.
+
+    There the AVX2 int8 kernels add pairs of products in 16 bits, which 8-bit weights could overflow
+    (onnxruntime's advice); x86 with VNNI and ARM (dot-product instructions) keep all 8 bits.
+    """
+    return platform.machine().lower() in ("x86_64", "amd64") and not has_vnni()
+
+
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: ImageData | torch.Tensor,
                   batch_size: int = 64, reduce_range: bool | None = None) -> Path:
     """Post-training static int8 quantization of an ONNX model, calibrated on ``calibration`` images.
@@ -175,8 +185,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Imag
        weights int8 per output channel, activations uint8 with the min-max range each tensor showed on
        the calibration images (unlabeled: no label is read).
 
-    ``reduce_range`` (None: on x86 CPUs without VNNI) keeps weights to 7 bits, so that the AVX2 int8
-    kernels, which add pairs of products in 16 bits, cannot overflow (onnxruntime's advice).
+    ``calibration``: uint8 images, or float images already normalised (as ``run_onnx`` takes them).
+    ``reduce_range`` (None: ``default_reduce_range()``, True on x86 CPUs without VNNI) keeps weights to
+    7 bits, so that the AVX2 int8 kernels, which add pairs of products in 16 bits, cannot overflow
+    (onnxruntime's advice).
     """
     quantization = require("onnxruntime.quantization")
     images = calibration.images if isinstance(calibration, ImageData) else calibration
@@ -184,7 +196,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Imag
         raise ValueError("the calibration set is empty: static quantization measures each activation's range on "
                          "real images; give a few hundred unlabeled images, e.g. load_split(cfg, 'unlabeled', n=512)")
     if reduce_range is None:
-        reduce_range = platform.machine().lower() in ("x86_64", "amd64") and not has_vnni()
+        reduce_range = default_reduce_range()
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     pre = out_path.with_suffix(".pre.onnx")
     quantization.quant_pre_process(str(fp32_path), str(pre))
@@ -196,7 +208,11 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Imag
 
         def get_next(self):
             start = next(self.batches, None)
-            return None if start is None else {name: to_float(images[start:start + batch_size]).numpy()}
+            if start is None:
+                return None
+            x = images[start:start + batch_size]
+            x = to_float(x) if x.dtype == torch.uint8 else x.float()  # float images are already normalised
+            return {name: x.numpy()}
 
     quantization.quantize_static(str(pre), str(out_path), Batches(), quant_format=quantization.QuantFormat.QDQ,
                                  per_channel=True, reduce_range=reduce_range,
@@ -226,8 +242,9 @@ def latency_table(models: dict, images: torch.Tensor, batch_sizes=(1, 64), repea
     """Latency of each model at each batch size: rows {model, batch_size, ms, images_per_s, threads}.
 
     ``models``: name -> a torch module (run eagerly in eval mode, ``torch.inference_mode``) or an
-    onnxruntime session (see ``onnx_session``; its own thread count is used and reported). ``images``:
-    uint8 (N, C, S, S) with N >= the largest batch size; every model sees the same batches.
+    onnxruntime session (see ``onnx_session``; its own thread count is used and reported); each torch
+    module's train/eval mode, and its submodules', is as it was afterwards. ``images``: uint8 (N, C, S, S),
+    or float images already normalised, with N >= the largest batch size; every model sees the same batches.
     """
     if len(images) < max(batch_sizes):
         raise ValueError(f"{len(images)} images cannot make a batch of {max(batch_sizes)}; give at least that many")
@@ -236,10 +253,10 @@ def latency_table(models: dict, images: torch.Tensor, batch_sizes=(1, 64), repea
     with torch_threads(threads):
         for name, model in models.items():
             for b in batch_sizes:
-                x = to_float(images[:b])
+                x = images[:b]
+                x = to_float(x) if x.dtype == torch.uint8 else x.float()  # float images are already normalised
                 if isinstance(model, nn.Module):
-                    model.eval()
-                    with torch.inference_mode():
+                    with torch.inference_mode(), eval_mode(model):
                         ms = latency_ms(model, x, repeats)
                     used = threads
                 else:

@@ -192,6 +192,9 @@ def fine_tune(backbone: nn.Module, labeled: ImageData, cfg: Config, steps: int =
     Returns ``(model, history)``; ``model(x)`` gives logits (B, C), ``sslkit.evaluate.predict(model, data)``
     all of them.
     """
+    if not len(labeled):
+        raise ValueError(f"the labeled set is empty: {labeled!r} has no images; fine-tuning needs at least one "
+                         f"labeled image, e.g. data.per_class(10) of a labeled split ('train')")
     if (labeled.labels < 0).any():
         raise ValueError(f"fine-tuning needs labels but {labeled!r} has unlabeled images (label -1); use a "
                          f"labeled split ('train'), e.g. data.per_class(10)")
@@ -253,6 +256,10 @@ def pseudo_label(train_features: torch.Tensor, train_labels: torch.Tensor, pool_
     if len(train_features) != len(train_labels) or train_features.shape[1:] != pool_features.shape[1:]:
         raise ValueError(f"train_features {tuple(train_features.shape)}, train_labels {tuple(train_labels.shape)} and "
                          f"pool_features {tuple(pool_features.shape)} must agree: (N, D), (N,), (M, D)")
+    if not len(train_labels):
+        raise ValueError("the labeled rows are empty: train_features and train_labels have 0 rows; pseudo-labels "
+                         "come from a classifier fitted on labeled rows, so give at least one (e.g. the features "
+                         "of data.per_class(1))")
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold={threshold} is a probability: choose one in (0, 1], e.g. 0.9")
     num_classes = int(train_labels.max()) + 1

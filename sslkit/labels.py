@@ -48,8 +48,17 @@ def classification_metrics(labels: torch.Tensor, scores: torch.Tensor, classes: 
     """Flat metrics for a results file, from true labels (N,) and class scores (N, C).
 
     ``scores`` may be logits or probabilities: accuracy, F1, precision and recall use the argmax;
-    AUC-ROC (one-vs-rest, macro-averaged) uses the softmax. Per-class values are named
-    ``precision_<class>`` and ``recall_<class>``.
+    AUC-ROC uses the probabilities (the softmax of logits). ``auroc_ovr`` is one-vs-rest, macro-averaged
+    over the classes present in ``labels``: the mean over those classes k of ``roc_auc_score(labels == k,
+    probs[:, k])``. Where every class is present that is sklearn's ``roc_auc_score(..., multi_class="ovr",
+    average="macro")`` (and with two classes, the AUC of class 1's score); a class absent from a small test
+    split has no AUC of its own and is left out, so the metric stays defined. Needs at least two classes
+    present. Per-class values are named ``precision_<class>`` and ``recall_<class>``.
+
+    >>> m = classification_metrics(torch.tensor([0, 1, 0, 1]), torch.tensor([[2., 0, 0], [0, 2, 0], [1, 0, 0],
+    ...                                                                         [1, 2, 0]]), ["a", "b", "c"])
+    >>> m["auroc_ovr"], m["recall_c"]  # "c" is absent: the mean of a's AUC and b's
+    (1.0, 0.0)
     """
     from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
 
@@ -57,6 +66,14 @@ def classification_metrics(labels: torch.Tensor, scores: torch.Tensor, classes: 
         raise ValueError(f"scores must be (N, C) = ({len(labels)}, {len(classes)}) for {len(labels)} labels and "
                          f"{len(classes)} classes; got {tuple(scores.shape)}")
     y = labels.cpu().numpy()
+    if len(y) and not 0 <= y.min() <= y.max() < len(classes):
+        raise ValueError(f"labels must be class indices 0..{len(classes) - 1} for {len(classes)} classes; got "
+                         f"{y.min()}..{y.max()} (-1 marks unlabeled images: pass only labeled test images)")
+    present = sorted(set(y.tolist()))
+    if len(present) < 2:
+        raise ValueError(f"AUC-ROC needs test images of at least two classes, but every label is "
+                         f"{', '.join(classes[c] for c in present) or 'missing (no labels)'}; evaluate on a test "
+                         f"split with several classes (e.g. load_dataset(..., 'test') or data.per_class(n))")
     probs = scores.float().softmax(dim=1) if (scores.min() < 0 or (scores.sum(1) - 1).abs().max() > 1e-4) \
         else scores.float()
     pred = probs.argmax(1).cpu().numpy()
@@ -65,10 +82,9 @@ def classification_metrics(labels: torch.Tensor, scores: torch.Tensor, classes: 
     out = {"accuracy": float((pred == y).mean()),
            "macro_f1": float(f1_score(y, pred, labels=k, average="macro", zero_division=0))}
     p = probs.cpu().numpy()
-    if len(classes) == 2:
-        out["auroc_ovr"] = float(roc_auc_score(y, p[:, 1]))
-    else:
-        out["auroc_ovr"] = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=k))
+    # one-vs-rest per class present, then the mean: sklearn's multi-class AUC would be NaN with a class absent,
+    # and it refuses probabilities whose rows sum to 1 only within 1e-4 (the test above)
+    out["auroc_ovr"] = float(sum(roc_auc_score(y == c, p[:, c]) for c in present) / len(present))
     for name, pr, rc in zip(classes, precision, recall):
         out[f"precision_{name}"] = float(pr)
         out[f"recall_{name}"] = float(rc)

@@ -102,7 +102,7 @@ def fit_linear(features: torch.Tensor, labels: torch.Tensor, weight_decay: float
                num_classes: int | None = None) -> LinearClassifier:
     """The linear probe on frozen features (N, D) with labels (N,): a fitted ``LinearClassifier``.
 
-    Standardises with the rows' mean and std, then minimises mean cross-entropy +
+    Standardises with the rows' mean and std (std 1 for a single row), then minimises mean cross-entropy +
     ``weight_decay``/2 * ||W||^2 by full-batch L-BFGS with a strong-Wolfe line search, from zero
     weights, on the CPU with one thread: deterministic, and seconds even for 50,000 x 512.
 
@@ -115,7 +115,9 @@ def fit_linear(features: torch.Tensor, labels: torch.Tensor, weight_decay: float
     num_classes = _check(features, labels, num_classes)
     x = features.detach().float().cpu()
     y = labels.long().cpu()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    mean = x.mean(0)
+    # the sample std (N - 1, as sklearn's oracle in the tests is set up); one row has none, so it is left unscaled
+    std = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(mean)
     x = (x - mean) / std
     weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)  # (D, C)
     bias = torch.zeros(num_classes, requires_grad=True)  # (C,)
@@ -143,6 +145,13 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         weight_decay: L2 penalty on the weights (not the bias).
         max_iter: L-BFGS iterations.
     """
+    if not len(test_labels) or not len(test_features):
+        raise ValueError(f"the test split is empty: test_features {tuple(test_features.shape)}, test_labels "
+                         f"{tuple(test_labels.shape)}; give the features and labels of at least one test image "
+                         f"(e.g. extract_features(backbone, load_dataset(..., 'test')))")
+    if not len(train_labels):
+        raise ValueError(f"the training split is empty: train_labels {tuple(train_labels.shape)}; give the "
+                         f"features and labels of at least one labeled image")
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     classifier = fit_linear(train_features, train_labels, weight_decay, max_iter, num_classes)
     return (classifier.predict(test_features) == test_labels.cpu()).float().mean().item()

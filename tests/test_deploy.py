@@ -150,3 +150,82 @@ def test_bench_deploy_figures():
     assert figures["threads"] == torch.get_num_threads() and figures["image_size"] == 32
     assert figures["params"] > 200_000  # notebook 09's lesson classifier, whatever the profile
     assert {"speedup_int8_vs_torch_b1", "onnxruntime", "onnx", "onnxscript", "cpu_vnni", "params"} <= set(figures)
+
+
+def _int8_weight_bound(path) -> int:
+    """The largest |int8 weight| in a quantized ONNX file: 127 with 8-bit weights, 64 with reduce_range (7 bits)."""
+    onnx = deploy.require("onnx")
+    from onnx import numpy_helper
+
+    return max(int(abs(numpy_helper.to_array(t).astype(int)).max()) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8)
+
+
+def test_float_calibration_images_are_not_normalised_twice(tiny, tmp_path):
+    """Float images are taken as already normalised (as run_onnx takes them): the same ranges as their uint8 originals."""
+    _, test, fp32, int8 = tiny
+    calibration = load_dataset("shapes", "unlabeled", n=128, seed=0)  # the fixture's
+    from_floats = deploy.quantize_int8(fp32, tmp_path / "floats.int8.onnx", to_float(calibration.images))
+    expected = deploy.run_onnx(deploy.onnx_session(int8, 1), test)
+    torch.testing.assert_close(deploy.run_onnx(deploy.onnx_session(from_floats, 1), test), expected)
+
+
+class _Recorder(torch.nn.Module):
+    """Records the batches it is given; a BatchNorm inside stays in eval mode (frozen statistics) on its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm2d(3).eval()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return self.norm(x).flatten(1)
+
+
+def test_latency_table_takes_float_images_as_normalised_and_restores_every_mode():
+    model = _Recorder().train()
+    model.norm.eval()
+    images = to_float(load_dataset("shapes", "test", n=4, seed=0).images)
+    rows = deploy.latency_table({"m": model}, images, (1, 4), repeats=1, threads=1)
+    assert [r["batch_size"] for r in rows] == [1, 4]
+    assert torch.equal(model.seen[-1], images)  # not normalised a second time
+    assert model.training and not model.norm.training  # each module's own mode, as it was
+    model.seen.clear()
+    deploy.latency_table({"m": model}, (images * 0).to(torch.uint8), (2,), repeats=1, threads=1)
+    torch.testing.assert_close(model.seen[-1], to_float(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)))
+
+
+def test_check_image_size_restores_every_mode():
+    model = _Recorder().train()
+    model.norm.eval()
+    assert deploy.check_image_size(32, model=model) == 32
+    assert model.training and not model.norm.training
+
+
+@pytest.mark.parametrize("machine, vnni, expected", [("x86_64", False, True), ("AMD64", False, True),
+                                                     ("x86_64", True, False), ("aarch64", False, False),
+                                                     ("arm64", False, False)])
+def test_default_reduce_range_is_x86_without_vnni(monkeypatch, machine, vnni, expected):
+    monkeypatch.setattr(deploy.platform, "machine", lambda: machine)
+    monkeypatch.setattr(deploy, "has_vnni", lambda: vnni)
+    assert deploy.default_reduce_range() is expected
+
+
+@pytest.mark.parametrize("reduce_range, bound", [(True, 64), (False, 127)])
+def test_quantize_int8_uses_default_reduce_range(tiny, tmp_path, monkeypatch, reduce_range, bound):
+    """quantize_int8's default is default_reduce_range(), the helper notebook 09's model card reads its bits from."""
+    _, _, fp32, _ = tiny
+    monkeypatch.setattr(deploy, "default_reduce_range", lambda: reduce_range)
+    calibration = load_dataset("shapes", "unlabeled", n=16, seed=0)
+    assert _int8_weight_bound(deploy.quantize_int8(fp32, tmp_path / "m.int8.onnx", calibration)) == bound
+
+
+def test_notebook_09_states_the_bits_quantize_int8_uses():
+    import json
+    from pathlib import Path
+
+    cells = json.loads((Path(__file__).parents[1] / "notebooks" / "09_deploy.ipynb").read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "reduce_range = deploy.default_reduce_range()" in code and "reduce_range=reduce_range" in code
+    assert "not vnni" not in code  # VNNI alone does not decide it: ARM has no VNNI and keeps 8 bits

@@ -32,6 +32,52 @@ def test_shape_errors_and_too_many_labels_are_clear():
         labels_per_class(data, counts=(1, 50))
 
 
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_auroc_is_sklearns_macro_one_vs_rest_when_every_class_is_present(num_classes):
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(num_classes).repeat(10)
+    scores = torch.randn(len(y), num_classes, generator=g) + 1.5 * torch.eye(num_classes)[y]
+    p = scores.softmax(1).numpy()
+    expected = roc_auc_score(y.numpy(), p[:, 1]) if num_classes == 2 else \
+        roc_auc_score(y.numpy(), p, multi_class="ovr", average="macro")
+    classes = [str(k) for k in range(num_classes)]
+    assert classification_metrics(y, scores, classes)["auroc_ovr"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_auroc_with_a_class_absent_is_the_mean_over_the_present_ones():
+    """A small test split may miss a class: the AUC stays a number (sslkit.Results refuses NaN as "diverged")."""
+    import warnings
+
+    from sklearn.metrics import roc_auc_score
+
+    y = torch.tensor([0, 1, 1, 0, 1, 0])  # class "c" absent
+    scores = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's "only one class present" warning would fail here
+        m = classification_metrics(y, scores, ["a", "b", "c"])
+    p = scores.softmax(1).numpy()
+    expected = (roc_auc_score(y.numpy() == 0, p[:, 0]) + roc_auc_score(y.numpy() == 1, p[:, 1])) / 2
+    assert m["auroc_ovr"] == pytest.approx(expected) and m["recall_c"] == 0.0
+
+
+def test_auroc_takes_probabilities_that_sum_to_one_within_the_kits_tolerance():
+    p = torch.softmax(torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), 1)
+    p = (p * 1e5).round() / 1e5 + torch.tensor([3e-5, 0, 0])  # rounded: rows sum to 1 within 1e-4, not sklearn's
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert 0 <= classification_metrics(y, p, ["a", "b", "c"])["auroc_ovr"] <= 1
+
+
+def test_metrics_of_a_single_class_or_bad_labels_are_clear_errors():
+    with pytest.raises(ValueError, match="at least two classes, but every label is b"):
+        classification_metrics(torch.tensor([1, 1, 1]), torch.randn(3, 3), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="at least two classes"):
+        classification_metrics(torch.zeros(0, dtype=torch.long), torch.zeros(0, 3), ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"class indices 0..2 .* got -1..2"):
+        classification_metrics(torch.tensor([-1, 0, 2]), torch.randn(3, 3), ["a", "b", "c"])
+
+
 # ----------------------------------------------------------------------------------------------
 # fine-tuning, the linear classifier with probabilities, pseudo-labels, the curve
 
@@ -306,3 +352,28 @@ def test_curve_metrics_and_table():
     assert "acc_ssl_finetune_all_std" not in m and m["acc_scratch_all"] == 0.8
     table = format_curve(curve).splitlines()
     assert table[0].split() == ["labels", "per", "class", "1", "all"] and "0.300 ± 0.100" in table[2]
+
+
+def test_fit_linear_on_a_single_row_is_finite_and_predicts_its_label():
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    clf = fit_linear(x, torch.tensor([1]), num_classes=2)
+    assert torch.equal(clf.std, torch.ones(3))  # no spread to standardise by: left unscaled
+    assert torch.isfinite(clf.weight).all() and torch.isfinite(linear_head(clf).weight).all()
+    assert clf.predict(x).tolist() == [1]
+
+
+def test_empty_inputs_are_clear_errors():
+    torch.manual_seed(0)
+    backbone, _ = sslkit.make_backbone("resnet_tiny", width=8)
+    empty = sslkit.load_dataset("shapes", "train", n=20, seed=0).subset([])
+    cfg = sslkit.make_config("smoke")
+    for head_init in ("linear", "random"):
+        with pytest.raises(ValueError, match="the labeled set is empty.*per_class"):
+            fine_tune(backbone, empty, cfg, steps=2, head_init=head_init)
+    with pytest.raises(ValueError, match="the labeled rows are empty.*give at least one"):
+        pseudo_label(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.randn(5, 4))
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="the test split is empty.*at least one test image"):
+        linear_probe(x, y, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="the training split is empty"):
+        linear_probe(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), x, y)
