@@ -207,7 +207,12 @@ def throughput_table(make_method, data, cfg, options=None, steps: int = 5, warmu
     if lightly_workers is not None:
         row = {"option": f"lightly-style DataLoader ({lightly_workers} workers)", "key": "lightly_dataloader",
                "what": "PIL images, SimCLRTransform per image, fp32: lightly's example loop"}
-        row.update(measure_lightly_loop(make_method, data, cfg, steps, warmup, num_workers=lightly_workers))
+        batches = len(data) // cfg.batch_size  # the loader's whole batches (drop_last), each step a new one
+        if batches < warmup + steps:
+            row["skipped"] = (f"{len(data)} images make {batches} whole batches of {cfg.batch_size}; it times "
+                              f"{warmup + steps} (more images, or a smaller batch)")
+        else:
+            row.update(measure_lightly_loop(make_method, data, cfg, steps, warmup, num_workers=lightly_workers))
         rows.append(row)
     ref = next((r for r in rows if "images_per_s" in r), None)
     for row in rows:

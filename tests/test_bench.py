@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+import sslkit
+
 from sslkit.bench import BENCHMARKS, main
 
 
@@ -88,3 +90,18 @@ def test_step_benchmark_takes_the_lesson_step_apart(capsys, monkeypatch):
     assert set(b["optimizer_ms"]) == {"for-loop", "foreach", "fused"}
     assert set(b["speed_options"]) == {"fp32 (plain)", "channels_last", "bf16", "bf16 + channels_last"}
     assert b["speed_options"]["fp32 (plain)"]["speedup"] == 1.0 and 0 < b["share_of_matmul_rate"]
+
+
+def test_the_dataloader_row_is_skipped_when_the_data_holds_too_few_batches():
+    """Notebook 05 with BATCH_SIZE = 512 (its 'what to try next') crashed in the lightly-style loop, which times
+    whole batches of a DataLoader: that row now says why it was not measured, and the others are measured."""
+    from sslkit.recipes import build
+    from sslkit.trainbench import format_table, throughput_table
+
+    cfg = sslkit.make_config("smoke", batch_size=128, device="cpu", width=8)
+    data = sslkit.load_dataset("shapes", "unlabeled", n=64, image_size=32)
+    rows = throughput_table(lambda: build("simclr", cfg), data, cfg, ["fp32 (plain)"], steps=1, warmup=1,
+                            lightly_workers=0)
+    assert rows[0]["images_per_s"] > 0
+    assert rows[1]["skipped"].startswith("64 images make 0 whole batches of 128; it times 2")
+    assert "skipped: 64 images" in format_table(rows)
