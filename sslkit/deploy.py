@@ -42,8 +42,7 @@ from torch import nn
 
 from .config import torch_threads
 from .data import ImageData, to_float
-from .evaluate import accuracy  # noqa: F401 - notebook 09 scores exported models with it
-from .evaluate import eval_mode
+from .evaluate import accuracy, eval_mode  # noqa: F401 - accuracy: notebook 09 scores exported models with it
 
 # module -> the package to install
 PACKAGES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
@@ -186,9 +185,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Imag
        the calibration images (unlabeled: no label is read).
 
     ``calibration``: uint8 images, or float images already normalised (as ``run_onnx`` takes them).
-    ``reduce_range`` (None: ``default_reduce_range()``, True on x86 CPUs without VNNI) keeps weights to
-    7 bits, so that the AVX2 int8 kernels, which add pairs of products in 16 bits, cannot overflow
-    (onnxruntime's advice).
+    ``reduce_range``: 7-bit weights (None: ``default_reduce_range()``, which says why).
     """
     quantization = require("onnxruntime.quantization")
     images = calibration.images if isinstance(calibration, ImageData) else calibration
