@@ -295,6 +295,10 @@ def main(argv=None):
             resolve_device(args.device)
         if args.name == "step":  # the lesson recipe whose step is taken apart
             recipe(args.recipe or "simclr", "lesson")
+            from .stepbench import two_view_recipes
+            if (args.recipe or "simclr") not in two_view_recipes():
+                raise ValueError(f"--recipe {args.recipe}: bench step takes apart a step of two views and loss(x0, x1); "
+                                 f"choose one of: {', '.join(two_view_recipes())}")
     except (ValueError, RuntimeError) as e:
         parser.error(str(e))
     from .results import hardware, versions

@@ -196,11 +196,14 @@ def model_path(name: str, profile: str, folder: str | Path = "checkpoints") -> P
     return Path(folder) / f"{name}.{profile}.pt"
 
 
-def save_model(name: str, model, cfg, metrics: dict | None = None, folder: str | Path = "checkpoints") -> Path:
+def save_model(name: str, model, cfg, metrics: dict | None = None, folder: str | Path = "checkpoints", *,
+               notebook: str | None = None) -> Path:
     """Save a trained ``model`` (e.g. a backbone) under ``name`` for later notebooks, atomically.
 
     ``cfg`` (a ``Config``) is stored with it, so ``load_model`` can refuse weights trained with
-    another backbone or profile. ``metrics`` (e.g. {"knn": 0.71}) travel along for the reader.
+    another backbone or profile. ``metrics`` (e.g. {"knn": 0.71}) travel along for the reader. With
+    ``notebook`` (the one saving), the settings its run changed from its defaults travel too, so a reader
+    says when it loads a variant's weights (``load_or_train``).
 
     >>> import tempfile, torch, sslkit
     >>> folder, cfg = tempfile.mkdtemp(), sslkit.make_config("smoke")
@@ -216,6 +219,9 @@ def save_model(name: str, model, cfg, metrics: dict | None = None, folder: str |
     state = {"model": model.state_dict(), "config": {**cfg.to_dict(), "extra": {k: v for k, v in cfg.extra.items()
                                                                                  if isinstance(v, (int, float, str, bool))}},
              "metrics": dict(metrics or {})}
+    if notebook:
+        from .config import changed_settings
+        state.update(notebook=notebook, changed={k: list(v) for k, v in changed_settings(cfg, notebook).items()})
     _atomic_save(state, path, "a model saved there before is intact")
     return path
 
@@ -234,6 +240,10 @@ def load_model(name: str, model, cfg, folder: str | Path = "checkpoints") -> dic
     _check_compatible(model, state["model"], path, state.get("config", {}))
     model.load_state_dict(state["model"])
     return state
+
+
+OFF = ("train it here: USE_CHECKPOINTS = False in notebook 06, SSL_CHECKPOINT = None in 07 and 09 "
+       "(load_or_train(..., use_checkpoint=False))")
 
 
 def load_or_train(name: str, model, cfg, train_fn, use_checkpoint: bool = True, *, what: str | None = None,
@@ -278,7 +288,12 @@ def load_or_train(name: str, model, cfg, train_fn, use_checkpoint: bool = True, 
         saved_seed = state.get("config", {}).get("seed")
         if saved_seed is not None and saved_seed != cfg.seed:  # numbers then differ from a run that trains it here
             print(f"{what}: trained with seed {saved_seed}, this run's seed is {cfg.seed}; to train it with this seed, "
-                  f"delete {path} or set USE_CHECKPOINTS = False (use_checkpoint=False)")
+                  f"delete {path} or {OFF}")
+        if state.get("changed"):  # a variant of the saving notebook (e.g. one of its "what to try next")
+            changed = ", ".join(f"{k}={v!r} (default {d!r})" for k, (v, d) in state["changed"].items())
+            print(f"{what}: {state.get('notebook')} saved it from a run with changed settings: {changed}; the numbers "
+                  f"below then differ from the lesson's text. For the lesson's weights, run {state.get('notebook')} "
+                  f"again with its defaults, or {OFF}")
         return model, state
     print(f"{what}: {why} training it here instead")
     return train_fn(), None

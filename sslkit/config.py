@@ -109,6 +109,25 @@ def make_config(profile: str = "lesson", notebook: str | None = None, recipe: st
     return cfg
 
 
+# fields that say where a run goes, not what it trains (the seed is compared on its own: load_or_train)
+RUN_ONLY = ("profile", "device", "num_workers", "seed", "extra")
+
+
+def changed_settings(cfg: Config, notebook: str | None = None) -> dict:
+    """``{name: (value, default)}`` for every setting of ``cfg`` that differs from what ``make_config`` gives
+    ``notebook`` with ``cfg``'s profile and recipe and no knob set: what a user changed (e.g. a "try next" variant).
+
+    >>> changed_settings(make_config("smoke", num_epochs=3, temperature=0.5))
+    {'num_epochs': (3, 1), 'temperature': (0.5, None)}
+    """
+    default = make_config(cfg.profile, notebook=notebook, recipe=cfg.recipe)
+    now, then = cfg.to_dict(), default.to_dict()
+    out = {k: (v, then[k]) for k, v in now.items() if k not in RUN_ONLY and v != then[k]}
+    out.update({k: (v, default.extra.get(k)) for k, v in cfg.extra.items()
+                if _plain(v) and v != default.extra.get(k)})
+    return out
+
+
 NOT_KNOBS = ("PROFILE", "RESULTS_PATH", "REPLAY")  # make_config's own argument, where results go, a notebook switch
 
 

@@ -94,6 +94,18 @@ def top_operators(method, optimizer, images, steps: int = 3, top: int = 10) -> l
              "ms_per_step": round(e.self_cpu_time_total / steps / 1e3, 2)} for e in events[:top]]
 
 
+def two_view_recipes() -> list[str]:
+    """The recipes whose step ``bench step`` takes apart: two views of each image, then ``loss(x0, x1)``."""
+    import inspect
+
+    from .methods import method_class
+    from .recipes import RECIPES
+
+    def two_views(cls) -> bool:
+        return hasattr(cls, "loss") and list(inspect.signature(cls.loss).parameters)[1:] == ["x0", "x1"]
+    return [name for name, entry in RECIPES.items() if two_views(method_class(entry["method"]))]
+
+
 def bench_step(args) -> dict:
     """The lesson step of ``--recipe`` (default simclr), taken apart: FLOPs, phases, operators, CPU options."""
     from .config import make_config
@@ -116,9 +128,6 @@ def bench_step(args) -> dict:
         return method, make_optimizer(method, cfg)
 
     method, _ = fresh()
-    if not hasattr(method, "loss") or not hasattr(method, "augment"):
-        raise SystemExit(f"bench step takes two-view methods with loss(x0, x1) (simclr, moco, byol, simsiam); "
-                         f"{method_name} has another step")
     flops = step_flops(method, images)
     phases = phase_times(*fresh(), images, steps, warmup)
     fwd_bwd = phases["forward"] + phases["backward"]

@@ -40,6 +40,9 @@ def test_unknown_recipe_and_device_are_clear_errors_before_any_benchmark_runs(ca
     for name in ("step", "train"):
         monkeypatch.setitem(BENCHMARKS, name, must_not_run)
     cases = [(["step", "--recipe", "nope"], "unknown recipe 'nope'; choose one of: "),
+             (["step", "--recipe", "rotation"], "--recipe rotation: bench step takes apart a step of two views and "
+                                                "loss(x0, x1); choose one of: simclr, moco, byol, simsiam, barlowtwins"),
+             (["step", "--recipe", "dino"], "--recipe dino: bench step takes apart"),
              (["train", "--device", "foo"], "unknown device 'foo'; choose one of: ")]
     if not torch.cuda.is_available():
         cases.append((["train", "--device", "cuda", "--steps", "1"], "device='cuda' but this machine has no CUDA GPU"))

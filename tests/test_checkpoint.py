@@ -173,7 +173,28 @@ def test_load_or_train_says_when_the_checkpoint_was_trained_with_another_seed(tm
     assert state is not None
     out = capsys.readouterr().out
     assert f"net: trained with seed {_smoke_cfg().seed}, this run's seed is {other.seed}; to train it with this seed, " \
-           f"delete {model_path('net', 'smoke', tmp_path)} or set USE_CHECKPOINTS = False" in out
+           f"delete {model_path('net', 'smoke', tmp_path)} or train it here: USE_CHECKPOINTS = False in notebook 06, " \
+           "SSL_CHECKPOINT = None in 07 and 09" in out
+
+
+def test_load_or_train_says_when_the_weights_come_from_a_variant_of_the_saving_notebook(tmp_path, capsys):
+    """A "what to try next" run of notebook 02 (NUM_EPOCHS = 5) overwrites the backbone that 06, 07 and 09 load: they
+    load it (it fits) and say which settings differ from 02's defaults, so its numbers are not taken for the lesson's."""
+    import sslkit
+
+    knobs = {"num_epochs": None, "min_crop": None, "lr": None}  # a parameters cell: None is the recipe's value
+    lesson = sslkit.make_config("smoke", recipe="simclr", notebook="02_contrastive", **knobs)
+    save_model("net", _model(), lesson, folder=tmp_path, notebook="02_contrastive")
+    load_or_train("net", _model(), _smoke_cfg(), _Trainer(_model), folder=tmp_path)
+    assert "changed" not in capsys.readouterr().out  # the notebook's defaults: nothing to say
+    variant = sslkit.make_config("smoke", recipe="simclr", notebook="02_contrastive", **{**knobs, "num_epochs": 5,
+                                                                                          "min_crop": 0.3})
+    save_model("net", _model(), variant, folder=tmp_path, notebook="02_contrastive")
+    _, state = load_or_train("net", _model(), _smoke_cfg(), _Trainer(_model), folder=tmp_path, what="02's SimCLR")
+    assert state is not None and state["changed"] == {"num_epochs": [5, 1], "min_crop": [0.3, 0.7]}
+    out = capsys.readouterr().out
+    assert ("02's SimCLR: 02_contrastive saved it from a run with changed settings: num_epochs=5 (default 1), "
+            "min_crop=0.3 (default 0.7)") in out and "run 02_contrastive again with its defaults" in out
 
 
 def test_load_or_train_trains_when_the_checkpoint_is_missing_or_switched_off(tmp_path, capsys):

@@ -286,13 +286,17 @@ def test_fine_tune_trains_a_copy_and_checks_its_input():
         fine_tune(backbone, sslkit.load_dataset("shapes", "unlabeled", n=8), cfg, steps=1)
 
 
-def test_a_fine_tuning_runs_schedule_follows_its_steps_not_the_clock():
-    # a slow step (here: a pause after the first) must not change the learning rates of the later ones while the
-    # time budget, a cap, is not reached: the same seed gives the same model however fast the machine is
+def test_a_fine_tuning_runs_schedule_follows_its_steps_not_the_clock(monkeypatch):
+    # a slow step (here: 30 s of a 100-s budget gone after the first, on a clock the test moves) must not change the
+    # learning rates of the later ones while the time budget, a cap, is not reached: the same seed gives the same
+    # model however fast the machine is. The clock is moved, not slept on, so a busy machine cannot reach the cap.
     import time
+    import types
 
     data = sslkit.load_dataset("shapes", "train", n=40, seed=0)
-    cfg = sslkit.make_config("smoke", batch_size=16, time_budget_s=5.0)
+    cfg = sslkit.make_config("smoke", batch_size=16, time_budget_s=100.0)
+    skipped = [0.0]
+    monkeypatch.setattr("sslkit.train.time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + skipped[0]))
 
     def run(pause):
         torch.manual_seed(0)
@@ -300,11 +304,12 @@ def test_a_fine_tuning_runs_schedule_follows_its_steps_not_the_clock():
 
         def callback(history):
             if history.steps == 1:
-                time.sleep(pause)
+                skipped[0] += pause
 
         return fine_tune(backbone, data, cfg, steps=8, callbacks=[callback])
 
-    (fast, h_fast), (slow, h_slow) = run(0.0), run(1.5)  # 30% of the budget gone at step 1 of 8
+    (fast, h_fast), (slow, h_slow) = run(0.0), run(30.0)  # 30% of the budget gone at step 1 of 8
+    assert h_slow.wall_time_s >= 30 and h_fast.wall_time_s < 30  # the moved clock reached the loop
     assert h_fast.steps == h_slow.steps == 8 and not h_slow.stopped_early
     assert h_fast.lrs == h_slow.lrs
     assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), slow.state_dict().values()))
