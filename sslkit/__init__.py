@@ -37,7 +37,8 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.experiment``: one training and its evaluation (``run_experiment``), and the notebook a sweep runs
 - ``sslkit.distributed``: torchrun / DDP glue
 - ``sslkit.cli``: ``python -m sslkit.train METHOD``, a recipe trained from a shell as its notebook trains it
-- ``sslkit.deploy``: ONNX export, int8 quantization, latency, distillation, pruning, model cards
+- ``sslkit.deploy``: ONNX export, int8 quantization, latency, distillation, pruning, model cards;
+  ``sslkit.deploycli``: ``python -m sslkit.deploy BACKBONE``, a trained backbone to ONNX and int8 from a shell
 - ``sslkit.exercises``: the notebooks' exercises and the checks that say what to fix
 - ``sslkit.bench``: ``python -m sslkit.bench NAME``; ``sslkit.databench``: its data benchmarks and memory probe;
   ``sslkit.trainbench``: training throughput (notebook 05's table, ``bench train``); ``sslkit.stepbench``: a lesson's
@@ -67,7 +68,8 @@ _EXPORTS = {
 _SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz", "bench", "nbtools", "cam", "checkpoint", "augment", "methods", "train", "pretext", "sweep", "distributed", "finetune", "deploy",
                "imagefiles", "prepared", "databench", "book", "exercises", "callbacks", "optim", "speed", "resume",
                "supervised", "recipes", "cli", "labels", "imageops", "bookpages", "datasets", "folders", "trainbench",
-               "probe", "replay", "stepbench", "record", "mapped", "experiment"}
+               "probe", "replay", "stepbench", "record", "mapped", "experiment",
+               "deploycli"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

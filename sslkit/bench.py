@@ -230,7 +230,7 @@ def bench_data(args) -> dict:
 @benchmark
 def bench_deploy(args) -> dict:
     """Notebook 09's classifier: file size and latency at batch 1 and 64, eager torch vs ONNX fp32 vs int8."""
-    from .deploy import bench
+    from .deploycli import bench
 
     return bench(seed=args.seed)
 

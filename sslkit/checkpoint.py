@@ -214,7 +214,12 @@ def save_model(name: str, model, cfg, metrics: dict | None = None, folder: str |
     >>> load_model("other", torch.nn.Linear(2, 2), cfg, folder=folder) is None
     True
     """
-    path = model_path(name, cfg.profile, folder)
+    return save_weights(model_path(name, cfg.profile, folder), model, cfg, metrics, notebook=notebook)
+
+
+def save_weights(path: str | Path, model, cfg, metrics: dict | None = None, *, notebook: str | None = None) -> Path:
+    """``save_model`` at a given ``path`` (``python -m sslkit.train`` saves its backbone so); atomically."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "config": {**cfg.to_dict(), "extra": {k: v for k, v in cfg.extra.items()
                                                                                  if isinstance(v, (int, float, str, bool))}},
@@ -224,6 +229,35 @@ def save_model(name: str, model, cfg, metrics: dict | None = None, folder: str |
         state.update(notebook=notebook, changed={k: list(v) for k, v in changed_settings(cfg, notebook).items()})
     _atomic_save(state, path, "a model saved there before is intact")
     return path
+
+
+def load_backbone(path: str | Path):
+    """The backbone saved at ``path``, rebuilt from the config saved with it: a ``save_weights`` or ``save_model``
+    file, or a training checkpoint of a run folder (``epoch-NNNN.pt``: the method's backbone is taken from it).
+
+    Returns ``(backbone, config, state)``: the module with its weights, the ``Config`` it was trained with, and the
+    saved state (``metrics``). A file that is neither raises ``CheckpointError`` saying what it holds.
+    """
+    from .config import Config
+    from .models import backbone_overrides, make_backbone
+
+    path = Path(path)
+    state = _read(path)
+    saved, fields = state.get("config"), Config.__dataclass_fields__
+    if not isinstance(saved, dict) or "backbone" not in saved:
+        raise CheckpointError(f"{path} holds weights without the config of an sslkit training; give the "
+                              f".backbone.pt file python -m sslkit.train writes, a checkpoint of its --run-dir, or a "
+                              f"model notebook 02 or 04 saved in notebooks/checkpoints/")
+    extra = saved["extra"] if isinstance(saved.get("extra"), dict) else {  # a run folder's flattened config
+        k: v for k, v in saved.items() if k not in fields and k not in ("method", "world_size")}
+    cfg = Config(**{k: v for k, v in saved.items() if k in fields and k != "extra"}, extra=extra)
+    weights = state["model"]
+    if any(k.startswith("backbone.") for k in weights):  # a training checkpoint holds the whole method
+        weights = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+    backbone, _ = make_backbone(cfg.backbone, **backbone_overrides(cfg))
+    _check_compatible(backbone, weights, path, saved)
+    backbone.load_state_dict(weights)
+    return backbone.eval(), cfg, state
 
 
 def load_model(name: str, model, cfg, folder: str | Path = "checkpoints") -> dict | None:

@@ -98,6 +98,8 @@ def _parser():
     parser.add_argument("--run-dir", help="checkpoints every epoch; if it holds some, resume from the newest")
     parser.add_argument("--max-steps", type=int, help="stop (and save) after this many steps in all")
     parser.add_argument("--results", help="the results JSON (default results/train_METHOD.PROFILE.json)")
+    parser.add_argument("--save-backbone", metavar="PATH", help="where the trained backbone goes (default: next to "
+                        "the results, RESULTS.backbone.pt; python -m sslkit.deploy exports it to ONNX)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     infinite, 2 for a bad command line, 130 or 143 when Ctrl-C or SIGTERM stopped it (the checkpoint is saved; the
     same command resumes it).
     """
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, save_weights
     from .data import load_split
     from .distributed import init_distributed
     from .resume import resumable, run_config
@@ -182,12 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as e:
             parser.error(str(e).replace("give a new run_dir", "give another --run-dir"))
     results_path = args.results or default_results_path(f"train_{args.method}", cfg.profile)
+    backbone_path = Path(args.save_backbone or Path(results_path).with_suffix(".backbone.pt"))
     try:  # the data and the results folder before the results file: a missing dataset, an unfinished preparation
         unlabeled = load_split(cfg, "unlabeled")  # or a folder that cannot be written stops here, having written nothing
         if info.is_main:
             check_writable(results_path)
     except (OSError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
         parser.error(str(e).replace("RESULTS_PATH=", "--results ").replace("set RESULTS_PATH to", "give --results"))
+    try:
+        if info.is_main:
+            check_writable(backbone_path)
+    except OSError as e:
+        parser.error(f"--save-backbone {str(backbone_path)!r} cannot be written ({e.__cause__ or e}); give a file "
+                     f"in a folder you can write, e.g. runs/{args.method}.backbone.pt")
     no_knn = None  # the kNN evaluation needs labeled splits: a folder without classes (or with one) trains all the same
     if info.is_main:
         try:
@@ -232,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         knn_pixels = knn_accuracy(raw_pixels(bank), bank.labels, raw_pixels(test), test.labels)
         results.update({"knn": knn, "knn_raw_pixels": knn_pixels})
         done += f"; kNN accuracy on the test split {knn:.3f} (raw pixels: {knn_pixels:.3f})"
+    save_weights(backbone_path, method.backbone, cfg, {k: v for k, v in results.metrics.items() if "knn" in k})
     results.save()  # the run is done: the file is marked complete (a run stopped before stays unfinished)
     say(f"{done}; results in {results.path}" + (f" (no kNN evaluation: {no_knn})" if no_knn else ""))
+    say(f"backbone in {backbone_path} (python -m sslkit.deploy {backbone_path} exports it to ONNX)")
     if cut_short:
         say(f"cut short: {history.message}; its numbers are those of part of the planned run")
     return 0

@@ -12,6 +12,9 @@
 - ``prune_magnitude``: unstructured magnitude pruning (Han et al. 2015) at a given sparsity.
 - ``model_card``: a short card in the style of Mitchell et al. 2019, "Model Cards for Model Reporting".
 
+From the shell, ``python -m sslkit.deploy BACKBONE`` (``sslkit.deploycli``) exports a trained backbone, with a
+linear head, to ONNX and int8, checks both against torch and times them.
+
 onnx, onnxscript and onnxruntime are imported only when used; a missing one raises an ``ImportError``
 whose one line says what to install.
 
@@ -179,7 +182,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Imag
                   batch_size: int = 64, reduce_range: bool | None = None) -> Path:
     """Post-training static int8 quantization of an ONNX model, calibrated on ``calibration`` images.
 
-    1. ``quant_pre_process``: shape inference and graph optimisation (writes ``*.pre.onnx``);
+    1. ``quant_pre_process``: shape inference and graph optimisation (into ``*.pre.onnx``, removed after);
     2. ``quantize_static`` in QDQ format (QuantizeLinear / DequantizeLinear pairs around each op):
        weights int8 per output channel, activations uint8 with the min-max range each tensor showed on
        the calibration images (unlabeled: no label is read).
@@ -215,6 +218,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Imag
                                  per_channel=True, reduce_range=reduce_range,
                                  activation_type=quantization.QuantType.QUInt8,
                                  weight_type=quantization.QuantType.QInt8)
+    pre.unlink(missing_ok=True)  # the step's own input, not a model to ship
     return out_path
 
 
@@ -383,36 +387,7 @@ def model_card(title: str, sections: dict) -> str:
     return "\n".join(lines)
 
 
-def bench(seed: int = 0, repeats: int = 100, calibration_images: int = 512) -> dict:
-    """Size and latency of notebook 09's classifier (its lesson teacher's architecture and a linear head,
-    random weights: neither depends on training): eager torch fp32, ONNX fp32 and ONNX int8 (onnxruntime,
-    CPU) at batch 1 and 64, median of ``repeats`` runs on torch's thread count."""
-    import tempfile
-    from importlib.metadata import version
+if __name__ == "__main__":  # python -m sslkit.deploy BACKBONE: the command line lives in sslkit.deploycli
+    from sslkit.deploycli import main
 
-    from .data import load_dataset
-    from .models import make_backbone
-
-    lesson, image_size = NOTEBOOK_VALUES["lesson"], 32  # whatever $SSLKIT_PROFILE says
-    torch.manual_seed(seed)
-    backbone, dim = make_backbone(lesson["backbone"], width=lesson["width"], last_width=lesson["last_width"])
-    model = nn.Sequential(backbone, nn.Linear(dim, 10)).eval()
-    images = load_dataset("shapes", "unlabeled", n=calibration_images, image_size=image_size, seed=seed).images
-    threads = torch.get_num_threads()
-    with tempfile.TemporaryDirectory() as folder:
-        fp32 = export_onnx(model, Path(folder) / "model.onnx", image_size)
-        int8 = quantize_int8(fp32, Path(folder) / "model.int8.onnx", images)
-        sessions = {"onnx_fp32": onnx_session(fp32, threads), "onnx_int8": onnx_session(int8, threads)}
-        with torch.no_grad():
-            reference = model(to_float(images[:256]))
-        diff = (run_onnx(sessions["onnx_fp32"], images[:256]) - reference).abs().max().item()
-        rows = latency_table({"torch_fp32": model, **sessions}, images, (1, 64), repeats, threads)
-        sizes = {"size_mb_onnx_fp32": file_size_mb(fp32), "size_mb_onnx_int8": file_size_mb(int8)}
-    ms = {f"ms_{r['model']}_b{r['batch_size']}": round(r["ms"], 4) for r in rows}
-    return {**ms, **{k: round(v, 4) for k, v in sizes.items()},
-            "size_ratio_int8": round(sizes["size_mb_onnx_fp32"] / sizes["size_mb_onnx_int8"], 2),
-            "speedup_int8_vs_torch_b1": round(ms["ms_torch_fp32_b1"] / ms["ms_onnx_int8_b1"], 2),
-            "speedup_int8_vs_onnx_fp32_b64": round(ms["ms_onnx_fp32_b64"] / ms["ms_onnx_int8_b64"], 2),
-            "max_abs_diff_onnx_fp32": diff, "params": num_parameters(model), "image_size": image_size,
-            "threads": threads, "repeats": repeats, "cpu_vnni": has_vnni(),
-            "onnx": version("onnx"), "onnxruntime": version("onnxruntime"), "onnxscript": version("onnxscript")}
+    raise SystemExit(main())

@@ -146,7 +146,8 @@ def _explain_stop(history: History, cfg: Config, time_limit_s, run_dir, verbose:
     reason, total, done = history.stop_reason, history.total_steps, f"{history.steps} of {history.total_steps} steps"
     if reason in ("interrupted", "SIGTERM", "max steps"):
         where = (f"saved in {history.checkpoint}: run the same training again (same config and run_dir) to resume"
-                 if run_dir else "nothing was saved (give run_dir=... to make a run resumable)")
+                 if run_dir else "no checkpoint to resume from (give run_dir=..., in the shell --run-dir, to make a "
+                                  "run resumable)")
         history.message = f"{reason} after {done} ({history.epochs:.2f} epochs); {where}"
         verbose = verbose and reason != "max steps"
     elif reason == "time limit":

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sslkit
-from sslkit import deploy
+from sslkit import deploy, deploycli
 from sslkit.data import load_dataset, to_float
 
 
@@ -142,7 +142,7 @@ def test_bench_deploy_figures():
     from sslkit.bench import BENCHMARKS
 
     assert "deploy" in BENCHMARKS
-    figures = deploy.bench(repeats=2, calibration_images=64)
+    figures = deploycli.bench(repeats=2, calibration_images=64)
     for model in ("torch_fp32", "onnx_fp32", "onnx_int8"):
         for b in (1, 64):
             assert figures[f"ms_{model}_b{b}"] > 0
