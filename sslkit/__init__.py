@@ -33,7 +33,8 @@ torchvision and lightly and the parts that teach. Modules, one concept each:
 - ``sslkit.record``: lesson runs recorded on every seed in one command (``python -m sslkit.record``)
 - ``sslkit.cam``: Grad-CAM glue for SSL backbones and scores against true masks
 - ``sslkit.viz``: figures and the widgets that explore them
-- ``sslkit.sweep``: parameter sweeps over a notebook (papermill), resumable
+- ``sslkit.sweep``: parameter sweeps over a notebook (papermill), resumable; ``sslkit.sweepcli``: the same from a
+  shell, ``python -m sslkit.sweep OUT_DIR --grid NAME=V1,V2``
 - ``sslkit.experiment``: one training and its evaluation (``run_experiment``), and the notebook a sweep runs
 - ``sslkit.distributed``: torchrun / DDP glue
 - ``sslkit.cli``: ``python -m sslkit.train METHOD``, a recipe trained from a shell as its notebook trains it
@@ -69,7 +70,7 @@ _SUBMODULES = {"config", "shapes", "data", "models", "evaluate", "results", "viz
                "imagefiles", "prepared", "databench", "book", "exercises", "callbacks", "optim", "speed", "resume",
                "supervised", "recipes", "cli", "labels", "imageops", "bookpages", "datasets", "folders", "trainbench",
                "probe", "replay", "stepbench", "record", "mapped", "experiment",
-               "deploycli"}
+               "deploycli", "sweepcli"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

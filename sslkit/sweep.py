@@ -313,3 +313,9 @@ def _num(v):
         return float(v)
     except (TypeError, ValueError):
         return v
+
+
+if __name__ == "__main__":  # python -m sslkit.sweep OUT_DIR --grid ...: the command line lives in sslkit.sweepcli
+    from sslkit.sweepcli import main
+
+    raise SystemExit(main())
