@@ -17,7 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 # one worker, as does each notebook nbval re-runs (its cells run in order in one kernel); every other test is a work
 # unit of its own. (xdist's `--dist loadgroup` would do this with marks, but it cannot rename a test's id under
 # pytest 9, so the marks are lost; its documented hook for a scheduler does it here.)
-_ONE_WORKER = {"test_book.py", "test_browser.py", "test_deploy.py", "test_distributed.py"}
+_ONE_WORKER = {"test_book.py", "test_browser.py", "test_deploy.py", "test_deploycli.py", "test_distributed.py"}
 
 
 def _work_unit(nodeid: str) -> str:
