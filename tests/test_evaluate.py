@@ -81,6 +81,31 @@ def test_linear_probe_solves_thousands_of_samples_and_features():
     assert linear_probe(x[:4000], y[:4000], x[4000:], y[4000:].roll(1)) < 0.5  # labels that do not fit: chance
 
 
+def test_fit_linear_fits_the_same_weights_as_plain_autograd():
+    """fit_linear's product with its own backward (probe._Product) gives the numbers autograd gives for x @ weight:
+    the recorded lesson runs' linear probes, fitted before it, come out the same."""
+    from sslkit.config import torch_threads
+    from sslkit.probe import fit_linear
+
+    x, y = blobs(700, 300, 2.0, seed=3)
+    ours = fit_linear(x, y, max_iter=40)
+    z = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+    weight = torch.zeros(300, 4, requires_grad=True)
+    bias = torch.zeros(4, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=40, history_size=20, tolerance_grad=1e-6,
+                                  tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(z @ weight + bias, y) + 0.5 * 1e-3 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch_threads(1), torch.enable_grad():
+        optimizer.step(closure)
+    assert torch.equal(ours.weight, weight.detach().T) and torch.equal(ours.bias, bias.detach())
+
+
 def test_alignment_and_uniformity_on_known_cases():
     d = 8
     # a regular simplex: d + 1 unit vectors with pairwise squared distance 2 (1 + 1/d)
