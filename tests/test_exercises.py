@@ -132,6 +132,36 @@ def test_the_committed_markers_are_well_formed_and_the_student_version_has_no_so
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_no_other_cell_of_the_student_version_spells_a_solution_line(path, tmp_path):
+    """A solution's code lines appear in no code cell of the student version (as notebook 06's from-scratch Grad-CAM
+    once repeated the exercise's arithmetic two cells after it); short lines (``return x``) may, and the exercise's
+    text may give a line as a hint."""
+    import json
+
+    from sslkit.nbtools import read_notebook
+
+    def code(line):
+        return " ".join(line.split("#")[0].split())
+
+    solutions = set()
+    for cell in read_notebook(path)["cells"]:
+        source = "".join(cell["source"])
+        for begin, end in solution_blocks(source):
+            solutions |= {code(line) for line in source.splitlines()[begin + 1:end] if len(code(line)) >= 30}
+    student = "\n".join(code(line) for cell in json.loads(make_student(path, tmp_path).read_text())["cells"]
+                        if cell["cell_type"] == "code" for line in "".join(cell["source"]).splitlines())
+    assert not [line for line in solutions if line in student]
+
+
+def test_notebook_06s_from_scratch_grad_cam_calls_the_exercises_arithmetic():
+    from sslkit.nbtools import read_notebook
+
+    cell = next("".join(c["source"]) for c in read_notebook(NOTEBOOKS / "06_gradcam.ipynb")["cells"]
+                if "teach:gradcam" in c.get("metadata", {}).get("tags", []))
+    assert "gradcam_map(saved[\"A\"], saved[\"dA\"])" in cell and ".mean(dim=(2, 3)" not in cell
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
 def test_the_student_version_runs_to_the_end_at_smoke(path, tmp_path):
     """With every exercise unanswered, each check says "not done yet" and the notebook goes on with the kit's
     reference."""
