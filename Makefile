@@ -49,9 +49,11 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# JupyterLab on notebooks/: token authentication on, localhost only; a taken port moves to the next free one
+# JupyterLab on notebooks/ (LAB_DIR=student: on the student versions): token authentication on, localhost only; a
+# taken port moves to the next free one
+LAB_DIR ?= notebooks
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
+	$(BIN)/jupyter lab --notebook-dir=$(LAB_DIR) --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
 		--ServerApp.port_retries=50 $(ALLOW_ROOT)
 
 # the suite in one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one test after another);

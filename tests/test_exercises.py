@@ -275,6 +275,16 @@ def test_macro_f1_names_a_class_dropped_for_being_absent_from_the_labels():
     assert "weighted" not in outcome.message
 
 
+def test_macro_f1_refuses_sklearns_mean_over_the_classes_that_occur():
+    """sklearn's f1_score without labels= averages over the classes in the labels or the predictions only; the
+    exercise's macro-F1 is the mean of all num_classes scores."""
+    from sklearn.metrics import f1_score
+
+    outcome = ex.check("macro_f1", lambda labels, predictions, num_classes: f1_score(
+        labels, predictions, average="macro", zero_division=0), verbose=False)
+    assert outcome.status == "wrong" and "neither in the labels nor predicted" in outcome.message, outcome.message
+
+
 def test_update_momentum_checks_that_the_buffers_are_left_alone():
     def averages_float_buffers(online, target, m):
         with torch.no_grad():

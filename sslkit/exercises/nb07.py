@@ -200,6 +200,7 @@ def _f1_variants(labels, predictions, c):
     mp, mr = precision.mean(), recall.mean()
     return {
         "accuracy": (labels == predictions).float().mean().item(),
+        "unseen": f1[(support > 0) | predicted].mean().item(),  # (before "dropped": the same value where both are)
         "dropped": f1[predicted].mean().item(),
         "absent": f1[support > 0].mean().item(),
         "weighted": (f1 * support).sum().item() / support.sum().item(),
@@ -213,6 +214,9 @@ F1_HINTS = {
                 "each class, then average the classes with the same weight (macro)",
     "dropped": "a class that is never predicted was dropped from the mean: its precision is 0/0 and its F1 is 0 "
                "(sklearn's zero_division=0), and it still counts; divide by num_classes",
+    "unseen": "a class that is neither in the labels nor predicted was left out of the mean (as sklearn's f1_score "
+              "does without labels=): macro-F1 is the mean of all num_classes scores, that class's F1 being 0; "
+              "loop over range(num_classes) and divide by num_classes",
     "absent": "a class absent from the labels (but predicted) was dropped from the mean, as a loop over "
               "labels.unique() does: its recall is 0/0 and its F1 is 0 (sklearn's zero_division=0), and it still "
               "counts; loop over range(num_classes) and divide by num_classes",
@@ -243,6 +247,11 @@ def _f1_cases(g):
     # weighting by the classes' sizes (0.722) give different values
     yield torch.tensor([0, 0, 0, 0, 1, 1]), torch.tensor([0, 0, 0, 2, 1, 0]), 3, \
         "class 2 predicted but absent from the labels"
+    # a class neither in the labels nor predicted (4) still counts, with F1 0: a mean over the classes that occur
+    # (sklearn's f1_score without labels=) gives 0.367 here, the macro-F1 over num_classes=5 0.293 (class 2 is never
+    # predicted and class 3 never in the labels, so that dropping either gives yet other values)
+    yield torch.tensor([0, 0, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 3, 1, 1, 1, 0]), 5, \
+        "class 4 neither in the labels nor predicted"
 
 
 def _macro_f1_test(answer):
