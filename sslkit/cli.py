@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from .resume import resumable, run_config
     from .results import Results, check_writable, default_results_path
     from .optim import make_optimizer
-    from .speed import peak_lr, speed_options
+    from .speed import batches_per_epoch, peak_lr, speed_options
     from .train import train
 
     parser = _parser()
@@ -170,26 +170,43 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before anything is written: a bad knob's value stops here, and the method says which
         method = build(args.method, cfg, distributed=info.distributed)
         make_optimizer(method, cfg)  # an unknown optimizer or lr_schedule too
-        if hasattr(method, "check_batch_size"):  # e.g. MoCo's queue takes whole batches
-            method.check_batch_size(cfg.batch_size)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:  # (TypeError: a value of the wrong kind that a constructor takes apart)
         parser.error(str(e))
+    results_path = args.results or default_results_path(f"train_{args.method}", cfg.profile)
+    backbone_path = Path(args.save_backbone or Path(results_path).with_suffix(".backbone.pt"))
+    try:  # the data before anything is written: a missing dataset, an unfinished preparation stops here
+        unlabeled = load_split(cfg, "unlabeled")
+    except (OSError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
+        parser.error(str(e))
+    try:  # the batch the data gives (it shrinks to a small folder), checked as training checks it, before it starts
+        batch, steps_per_epoch = batches_per_epoch(len(unlabeled), cfg.batch_size, speed_options(cfg), info.world_size)
+    except ValueError as e:  # e.g. a batch that accumulate's chunks do not divide
+        parser.error(str(e))
+    images = f"{len(unlabeled)} image{'s' if len(unlabeled) != 1 else ''}"
+    shrunk = (f" (the batch is {batch}, not {cfg.batch_size}: the dataset has {images} to train on"
+              f"{f', shared by {info.world_size} processes' if info.distributed else ''})"
+              if batch < cfg.batch_size else "")
+    try:
+        if batch < 2:
+            raise ValueError(f"batches of {batch} image: self-supervised training compares the images of a batch, "
+                             f"so it needs at least 2 per process; add images to the dataset")
+        if hasattr(method, "check_batch_size"):  # e.g. MoCo's queue takes whole batches
+            method.check_batch_size(batch)
+    except ValueError as e:
+        parser.error(str(e) + shrunk)
     if args.run_dir and info.is_main:  # where the checkpoints go: a folder that cannot be written stops here too,
-        try:  # and one holding another run (or only unreadable checkpoints), before the results file is touched
-            check_writable(Path(args.run_dir) / "epoch-0001.pt")
-            resumable(args.run_dir, run_config(cfg, method, info.world_size))
+        try:  # and one holding another run, or a run over other data (or only unreadable checkpoints), before the
+            check_writable(Path(args.run_dir) / "epoch-0001.pt")  # results file is touched
+            resumable(args.run_dir, run_config(cfg, method, info.world_size), steps_per_epoch, len(unlabeled))
         except OSError as e:
             parser.error(f"--run-dir {args.run_dir!r} cannot hold checkpoints ({e.__cause__ or e}); give a folder "
                          f"you can write, e.g. runs/{args.method}")
         except CheckpointError as e:
             parser.error(str(e).replace("give a new run_dir", "give another --run-dir"))
-    results_path = args.results or default_results_path(f"train_{args.method}", cfg.profile)
-    backbone_path = Path(args.save_backbone or Path(results_path).with_suffix(".backbone.pt"))
-    try:  # the data and the results folder before the results file: a missing dataset, an unfinished preparation
-        unlabeled = load_split(cfg, "unlabeled")  # or a folder that cannot be written stops here, having written nothing
+    try:  # the results folder before the results file: one that cannot be written stops here, having written nothing
         if info.is_main:
             check_writable(results_path)
-    except (OSError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
+    except OSError as e:
         parser.error(str(e).replace("RESULTS_PATH=", "--results ").replace("set RESULTS_PATH to", "give --results"))
     try:
         if info.is_main:
@@ -206,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f"note: no kNN evaluation at the end ({no_knn.split(';')[0]}); the run trains and saves all the same")
     results = Results(f"train_{args.method}", cfg, results_path) if info.is_main else None
     say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}, recipe {cfg.recipe}: "
-        f"{info.world_size} process(es) on {info.device}, batch {cfg.batch_size} per process "
-        f"({cfg.batch_size * info.world_size} in all), {cfg.extra.get('optimizer', 'adamw')} lr "
+        f"{info.world_size} process(es) on {info.device}, batch {batch} per process ({batch * info.world_size} in all"
+        f"{f'; {cfg.batch_size} asked, more than the data has' if batch < cfg.batch_size else ''}), "
+        f"{cfg.extra.get('optimizer', 'adamw')} lr "
         f"{peak_lr(cfg, info.world_size):g}")
     history = train(method, unlabeled, cfg, progress=not args.quiet, run_dir=args.run_dir, max_steps=args.max_steps,
                     dist_info=info)
@@ -219,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if history.stop_reason not in ("interrupted", "SIGTERM", "non-finite loss") else 1
     results.update({"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s,
                     "images_per_s": history.images_per_s, "world_size": info.world_size,
-                    "global_batch_size": cfg.batch_size * info.world_size, "lr": peak_lr(cfg, info.world_size),
+                    "global_batch_size": batch * info.world_size, "lr": peak_lr(cfg, info.world_size),
                     "resumed_from_step": history.resumed_from_step})
     if history.losses:
         results.record("final_loss", history.final_loss)

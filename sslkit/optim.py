@@ -76,8 +76,12 @@ def make_optimizer(method: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.extra.get("momentum", 0.9),
                                weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             betas=tuple(cfg.extra.get("betas", (0.9, 0.999))))
+    betas = cfg.extra.get("betas", (0.9, 0.999))
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+            and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"betas={betas!r}: give AdamW's two averaging coefficients, each in [0, 1), e.g. "
+                         f"betas=(0.9, 0.999)")
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(betas))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

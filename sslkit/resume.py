@@ -96,10 +96,12 @@ def check_same_run(saved: dict, now: dict, path: Path):
                               f"it, or give a new run_dir to start a new run.")
 
 
-def resumable(run_dir, config: dict) -> Path | None:
+def resumable(run_dir, config: dict, steps_per_epoch: int | None = None, num_images: int | None = None) -> Path | None:
     """The checkpoint in ``run_dir`` that a run with ``config`` (``run_config``) resumes from: the newest that loads,
     or None for a new run. ``CheckpointError`` when ``run_dir`` holds another run, or checkpoints none of which loads
-    (the run would start again and prune them); a warning names newer ones skipped as corrupt."""
+    (the run would start again and prune them), or (when given) a run over data of another size: other
+    ``steps_per_epoch`` or ``num_images`` (a folder that gained or lost images); a warning names newer ones skipped
+    as corrupt."""
     files = checkpoints_in(run_dir) if run_dir and Path(run_dir).is_dir() else []
     path = latest_checkpoint(run_dir) if files else None
     if files and path is None:
@@ -116,6 +118,12 @@ def resumable(run_dir, config: dict) -> Path | None:
         raise CheckpointError(f"{path} was not written by sslkit.train.train (no training state in it); "
                               f"give train a run_dir of its own")
     check_same_run(saved["config"], config, path)
+    for name, now in (("steps_per_epoch", steps_per_epoch), ("num_images", num_images)):
+        then = saved["extra"].get(name)
+        if now is not None and then is not None and then != now:
+            what = "steps per epoch" if name == "steps_per_epoch" else "images to train on"
+            raise CheckpointError(f"{path} was saved by a run with {then} {what}, this one has {now}: the data is "
+                                  f"not the same; train on the same data to resume, or give a new run_dir")
     return path
 
 
@@ -130,11 +138,12 @@ class RunDir:
     """
 
     def __init__(self, run_dir, cfg: Config, method: nn.Module, optimizer, generator: torch.Generator, info,
-                 steps_per_epoch: int, total_steps: int):
+                 steps_per_epoch: int, total_steps: int, num_images: int | None = None):
         self.dir, self.method, self.optimizer, self.generator, self.info = run_dir, method, optimizer, generator, info
         self.keep_last = cfg.extra.get("keep_last", RUN_KNOBS["keep_last"])
         self.config = run_config(cfg, method, info.world_size)
         self.steps_per_epoch, self.total_steps, self.scaler = steps_per_epoch, total_steps, None
+        self.num_images = num_images  # the data's size: a resume on a folder that changed is refused
         self.shuffle_state, self.epoch = generator.get_state(), None  # the order of `epoch` is drawn from there
         self.saved_at = None  # the step of the newest checkpoint
         self.snapshot = self.buffers = None
@@ -144,7 +153,8 @@ class RunDir:
         """Continue from the newest checkpoint that loads (rank 0 picks it, every process reads it): the weights,
         the optimizer, the random states, ``history``; returns the seconds the run had trained (0: a new run)."""
         self.scaler = scaler
-        path = resumable(self.dir, self.config) if self.dir and self.info.is_main else None
+        path = (resumable(self.dir, self.config, self.steps_per_epoch, self.num_images)
+                if self.dir and self.info.is_main else None)
         if self.info.distributed:
             import torch.distributed as dist
             box = [str(path) if path else None]
@@ -152,11 +162,6 @@ class RunDir:
             path = Path(box[0]) if box[0] else None
         if path is None:
             return 0.0
-        first = load_checkpoint(path, restore_rng=False)
-        if first["extra"]["steps_per_epoch"] != self.steps_per_epoch:
-            raise CheckpointError(f"{path} was saved by a run with {first['extra']['steps_per_epoch']} steps per "
-                                  f"epoch, this one has {self.steps_per_epoch}: the data is not the same size; train "
-                                  f"on the same data to resume, or give a new run_dir")
         state = load_checkpoint(path, self.method, self.optimizer)  # weights, optimizer, rank 0's RNG
         extra = state["extra"]
         saved = extra["history"]
@@ -198,7 +203,7 @@ class RunDir:
         extra = {"history": {"losses": history.losses, "lrs": history.lrs, "knn_epochs": history.knn_epochs,
                              "knn": history.knn},
                  "elapsed": elapsed, "last_finite": history.losses[-1] if history.losses else None,
-                 "shuffle_state": self.shuffle_state, "steps_per_epoch": self.steps_per_epoch,
+                 "shuffle_state": self.shuffle_state, "steps_per_epoch": self.steps_per_epoch, "num_images": self.num_images,
                  "total_steps": self.total_steps}
         rng = rng or rng_state()
         if self.info.distributed and gather:  # every process's random state (their augmentations differ)

@@ -217,7 +217,7 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
     lr_peak, schedule = peak_lr(cfg, info.world_size), cfg.extra.get("lr_schedule", "cosine")
     step = Step(method, optimizer, opts, info)  # forward and backward with the speed options
     run = RunDir(run_dir or cfg.extra.get("run_dir"), cfg, method, optimizer, generator, info, steps_per_epoch,
-                 history.total_steps)
+                 history.total_steps, len(data))
     elapsed = run.resume(history, step.scaler)  # from the newest checkpoint in run_dir, if there is one
     last_finite = _LastFinite(method)
     kit = [KnnMonitor(method.backbone, *monitor) if monitor is not None else None,

@@ -77,6 +77,7 @@ def test_a_flag_s_value_can_also_be_set_with_set(tmp_path, capsys):
     (["simclr", "--set", "profile=smoke"], "--set profile=...: give --profile smoke instead"),
     (["simclr", "--backbone", "resnet99"], "unknown backbone 'resnet99'; choose one of: resnet_tiny"),
     (["simclr", "--max-steps", "0"], "--max-steps 0: give at least 1"),
+    (["simclr", "--set", "betas=0.9"], "betas=0.9: give AdamW's two averaging coefficients, each in [0, 1)"),
     (["simclr", "--set", "num_workers=-1"], "num_workers=-1: give 0 (load in the training process) or more"),
     (["simclr", "--run-dir", __file__], f"--run-dir {__file__!r} cannot hold checkpoints ([Errno 17] File exists"),
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU that torch can use; "
@@ -227,6 +228,33 @@ def test_a_run_dir_of_another_run_is_refused_before_the_results_file_is_touched(
     err = capsys.readouterr().err
     assert e.value.code == 2 and "none of them loads (epoch-0001.pt, epoch-0002.pt" in err and "Traceback" not in err
     assert sorted(p.name for p in junk.iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]  # nothing pruned or written
+
+
+@pytest.mark.filterwarnings("ignore:k=200 is larger than the feature bank")  # a dozen images
+def test_a_batch_or_a_resume_the_data_cannot_give_is_refused_before_the_results_file_is_touched(tmp_path, capsys):
+    """The batch shrinks to a small folder: what training would refuse with that batch (accumulate's chunks, MoCo's
+    queue, a single image), or a resume after the folder gained images, is exit 2 before anything is written; the
+    earlier run's complete results file stays (these used to fail inside training and leave it empty)."""
+    a = _images(tmp_path / "a", ["cat", "dog"])
+    results, run_dir = tmp_path / "r.json", tmp_path / "run"
+    assert main(["simclr", "--dataset", str(a), *FOLDER, "--run-dir", str(run_dir), "--results", str(results),
+                 "--max-steps", "1"]) == 0
+    before = results.read_bytes()
+    flat, one = _images(tmp_path, ["flat"], n=30), _images(tmp_path, ["one"], n=1)
+    cases = [(["simclr", "--dataset", str(a), *FOLDER, "--set", "accumulate=3"], "not a multiple of accumulate=3"),
+             (["moco", "--dataset", str(tmp_path / "flat"), "--profile", "smoke", "--quiet", "--set", "width=8"],
+              "queue_size=2048 is not a multiple of the batch size 30: the queue would wrap mid-batch; use a queue of "
+              "k * 30 (e.g. queue_size=480) (the batch is 30, not 128: the dataset has 30 images to train on)"),
+             (["simclr", "--dataset", str(tmp_path / "one"), *FOLDER], "batches of 1 image: self-supervised training"),
+             (["simclr", "--dataset", str(_images(tmp_path / "a", ["cat", "dog"], n=12)), *FOLDER, "--run-dir",
+               str(run_dir)], "the data is not the same; train on the same data to resume, or give another --run-dir")]
+    assert flat.is_dir() and one.is_dir()
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--results", str(results)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and "Traceback" not in err, (argv, err)
+        assert results.read_bytes() == before
 
 
 def test_a_folder_without_classes_trains_and_skips_the_knn_evaluation(tmp_path, capsys):

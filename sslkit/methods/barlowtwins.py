@@ -39,7 +39,7 @@ class BarlowTwins(nn.Module):
     def training_step(self, images, labels=None):
         if len(images) < 2:
             raise ValueError("Barlow Twins needs a batch of at least 2 images: it standardises every dimension "
-                             "over the batch; raise BATCH_SIZE")
+                             "over the batch; raise BATCH_SIZE (--batch-size in the shell), or give more images")
         x0, x1 = two_views(images, self.augment)  # (B, 3, S, S) each
         return self.loss(x0, x1)
 

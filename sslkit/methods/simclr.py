@@ -39,7 +39,7 @@ class SimCLR(nn.Module):
     def training_step(self, images, labels=None):
         if len(images) < 2:
             raise ValueError("SimCLR needs a batch of at least 2 images: the other images are the negatives; "
-                             "raise BATCH_SIZE")
+                             "raise BATCH_SIZE (--batch-size in the shell), or give more images")
         x0, x1 = two_views(images, self.augment)  # (B, 3, S, S) each
         return self.loss(x0, x1)
 

@@ -41,7 +41,7 @@ class VICReg(nn.Module):
     def training_step(self, images, labels=None):
         if len(images) < 2:
             raise ValueError("VICReg needs a batch of at least 2 images: its variance and covariance terms are "
-                             "statistics over the batch; raise BATCH_SIZE")
+                             "statistics over the batch; raise BATCH_SIZE (--batch-size in the shell), or give more images")
         x0, x1 = two_views(images, self.augment)  # (B, 3, S, S) each
         return self.loss(x0, x1)
 
