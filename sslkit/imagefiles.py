@@ -27,11 +27,35 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def to_rgb(im):
-    """A PIL image in any mode -> RGB; transparent pixels become white, as a viewer shows them."""
+    """A PIL image in any mode -> RGB; transparent pixels become white, as a viewer shows them. Grey images of more
+    than 8 bits (16-bit PNG and TIFF: modes I;16 and I; 32-bit float: F) are scaled to 8 bits (``to_8bit``)."""
     from PIL import Image
+    if im.mode.startswith("I") or im.mode == "F":
+        im = to_8bit(im)
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
         im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
     return im.convert("RGB")
+
+
+def to_8bit(im):
+    """A grey image of 16-bit integers (0-65535), 32-bit integers or floats -> 8 bits (mode L). PIL's own
+    ``convert`` clips them at 255 (a 16-bit image turns almost white, a float one in [0, 1] black). Values up to 1
+    count as [0, 1], up to 255 as 8-bit, up to 65535 as 16-bit; anything else is scaled from its minimum to its
+    maximum."""
+    from PIL import Image
+    a = np.asarray(im, dtype=np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode.startswith("I;16"):
+        a = a / 257.0
+    elif lo >= 0 and hi <= 1.0 and im.mode == "F":
+        a = a * 255.0
+    elif lo >= 0 and hi <= 255:
+        pass
+    elif lo >= 0 and hi <= 65535:
+        a = a / 257.0
+    else:
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
 
 
 def read_rgb(path: Path, size: int | None) -> np.ndarray | None:

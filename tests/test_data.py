@@ -376,6 +376,24 @@ def test_folder_converts_modes_to_rgb(tmp_path):
     assert colours == [[100, 100, 100], [40, 50, 60], [40, 50, 60], [10, 20, 30], [255, 255, 255]]
 
 
+def test_grey_images_of_more_than_8_bits_are_scaled_not_clipped(tmp_path):
+    """A 16-bit PNG (mode I;16), a 32-bit integer TIFF (I) holding 16-bit values and a float TIFF (F) in [0, 1]: each
+    a left-to-right ramp over its range, read as the same 8-bit ramp (PIL's convert clips them: white or black)."""
+    import numpy as np
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    ramp = np.tile(np.linspace(0, 1, 24), (16, 1))
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(folder / "a_16bit.png")
+    Image.fromarray((ramp * 65535).astype(np.int32)).save(folder / "b_int32.tif")
+    Image.fromarray(ramp.astype(np.float32)).save(folder / "c_float.tif")
+    assert [Image.open(folder / n).mode for n in ("a_16bit.png", "b_int32.tif", "c_float.tif")] == ["I;16", "I", "F"]
+    d = load_dataset(str(folder), "unlabeled", image_size=None)
+    want = torch.from_numpy(np.rint(ramp[0] * 255)).to(torch.uint8)
+    for i in range(3):
+        assert (d.images[i, :, 0] - want).abs().max() <= 1, d.images[i, 0, 0]  # the ramp, in every channel
+
+
 def test_folder_unreadable_files_one_warning(tmp_path):
     folder = write_class_folder(tmp_path / "f", {"a": 3, "b": 3})
     (folder / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
