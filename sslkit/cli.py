@@ -137,7 +137,16 @@ def configure(args, parser) -> Config:
                          f"{f' (did you mean {close[0]}?)' if close else ''}; it understands Config fields, "
                          f"{args.method}'s and {cfg.backbone}'s arguments, the views' knobs and the "
                          f"training knobs (see --help)")
+    for key in sorted(k for k, v in settings.items() if v is None):  # make_config reads None as "the recipe's value"
+        if key not in NONE_MEANS:
+            raise ValueError(f"--set {key}=None: None means the recipe's value here; leave --set {key} out for it")
+        cfg = dataclasses.replace(cfg, **{key: None})
     return cfg
+
+
+# the Config fields where None means something of its own (with --set KEY=None)
+NONE_MEANS = {"num_unlabeled": "all of the unlabeled split", "time_budget_s": "no cap: the planned epochs",
+              "data_dir": "data/ for the real datasets"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             no_knn = str(e)
             say(f"note: no kNN evaluation at the end ({no_knn.split(';')[0]}); the run trains and saves all the same")
     results = Results(f"train_{args.method}", cfg, results_path) if info.is_main else None
-    say(f"{args.method} on {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}, recipe {cfg.recipe}: "
+    say(f"{args.method} on {len(unlabeled)} images of {cfg.dataset} with {cfg.backbone}, profile {cfg.profile}, "
+        f"recipe {cfg.recipe}: "
         f"{info.world_size} process(es) on {info.device}, batch {batch} per process ({batch * info.world_size} in all"
         f"{f'; {cfg.batch_size} asked, more than the data has' if batch < cfg.batch_size else ''}), "
         f"{cfg.extra.get('optimizer', 'adamw')} lr "

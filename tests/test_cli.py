@@ -78,6 +78,7 @@ def test_a_flag_s_value_can_also_be_set_with_set(tmp_path, capsys):
     (["simclr", "--backbone", "resnet99"], "unknown backbone 'resnet99'; choose one of: resnet_tiny"),
     (["simclr", "--max-steps", "0"], "--max-steps 0: give at least 1"),
     (["simclr", "--set", "betas=0.9"], "betas=0.9: give AdamW's two averaging coefficients, each in [0, 1)"),
+    (["simclr", "--set", "temperature=None"], "--set temperature=None: None means the recipe's value here; leave"),
     (["simclr", "--set", "num_workers=-1"], "num_workers=-1: give 0 (load in the training process) or more"),
     (["simclr", "--run-dir", __file__], f"--run-dir {__file__!r} cannot hold checkpoints ([Errno 17] File exists"),
     pytest.param(["simclr", "--device", "cuda"], "device='cuda' but this machine has no CUDA GPU that torch can use; "
@@ -269,3 +270,14 @@ def test_a_folder_without_classes_trains_and_skips_the_knn_evaluation(tmp_path, 
         data = load_results(results)
         assert is_complete(data) and data["metrics"]["steps"] == 1 and "knn" not in data["metrics"]
         assert "no kNN evaluation" in capsys.readouterr().out
+
+
+def test_set_none_means_what_the_config_says_where_it_has_a_meaning():
+    """--set num_unlabeled=None trains on the whole unlabeled split, --set time_budget_s=None sets no cap (make_config
+    alone reads None as "the recipe's value" and dropped them)."""
+    from sslkit.cli import _parser, configure
+
+    parser = _parser()
+    cfg = configure(parser.parse_args(["simclr", "--profile", "smoke", "--set", "num_unlabeled=None",
+                                       "--set", "time_budget_s=None"]), parser)
+    assert cfg.num_unlabeled is None and cfg.time_budget_s is None
