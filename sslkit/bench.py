@@ -255,6 +255,12 @@ def bench_step(args) -> dict:
     return run(args)
 
 
+# the benchmarks that read each flag (--seed: every one)
+FLAG_USERS = {"backbone": ("dataset", "eval", "train"), "num_train": ("dataset", "eval"),
+              "num_test": ("dataset", "eval"), "epochs": ("dataset",), "device": ("train",), "batch_size": ("train",),
+              "steps": ("train", "step", "data"), "workers": ("train",), "compile": ("train",), "recipe": ("step",)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sslkit.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -282,6 +288,11 @@ def main(argv=None):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "workers" else 1):
             parser.error(f"--{flag.replace('_', '-')} {value}: give at least {0 if flag == 'workers' else 1}")
+    for flag, names in FLAG_USERS.items():  # a flag the benchmark does not read is refused, not silently ignored
+        if getattr(args, flag) != parser.get_default(flag) and args.name not in names:
+            users = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+            parser.error(f"--{flag.replace('_', '-')} does nothing for {args.name}: only {users} "
+                         f"read{'s' if len(names) == 1 else ''} it")
     if args.backbone is None and args.name != "train":
         args.backbone = "resnet_small"
     from .config import resolve_device

@@ -312,6 +312,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if Path(args.executed).exists() and not Path(args.executed).is_dir():
         parser.error(f"--executed {args.executed} is a file; give the folder of stored executed runs")
+    if not Path(args.executed).exists() and args.executed != parser.get_default("executed"):  # a misspelt folder
+        parser.error(f"--executed {args.executed}: no such folder; give the folder of stored executed runs (default "
+                     f"results/executed/), or leave the flag out")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder for the site (a missing one is made)")

@@ -32,8 +32,9 @@ def read_meta(path: str | Path) -> dict:
     path = Path(path).expanduser()
     if not is_prepared(path):
         plan = json.loads((path / "plan.json").read_text()) if (path / "plan.json").is_file() else None
-        how = (f"run `python -m sslkit.data prepare {plan['source']} --size {plan['size']}` again: it resumes where "
-               f"it stopped" if plan else "prepare the data with `python -m sslkit.data prepare SOURCE --size S`")
+        source = plan.get("source_path") or plan["source"] if plan else None  # absolute: from any folder
+        how = (f"run `python -m sslkit.data prepare {source} --size {plan['size']} --out {path}` again: it resumes "
+               f"where it stopped" if plan else "prepare the data with `python -m sslkit.data prepare SOURCE --size S`")
         raise PreparationIncomplete(f"{path} is not a complete prepared dataset (no meta.json): {how}")
     meta = json.loads((path / "meta.json").read_text())
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
@@ -60,6 +61,10 @@ def open_prepared(path: str | Path, split: str = "train", n: int | None = None, 
         raise ValueError(f"{path} holds images of {size} px, not {image_size}: set image_size={size} (IMAGE_SIZE "
                          f"in a notebook, --set image_size={size} in the shell), or prepare the source again with "
                          f"--size {image_size}")
+    if split != "unlabeled" and len(meta["classes"]) == 1:  # as the folder loader says (folders.py)
+        raise ValueError(f"the prepared dataset {meta['name']!r} has a single class {meta['classes']}: a classifier "
+                         f"needs at least two; add a subfolder per class to its source (folder/cat/..., folder/dog/...) "
+                         f"and prepare it again")
     if split not in meta["splits"]:
         raise ValueError(f"the prepared dataset {meta['name']!r} has no {split!r} split; choose one of: "
                          f"{', '.join(meta['splits'])}")

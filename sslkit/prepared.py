@@ -263,7 +263,8 @@ def _prepare(source, size, out, workers, chunk_size, progress) -> tuple[Path, bo
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     plan = {"source": str(source), "source_id": _source_id(str(source)), "size": size, "key": key,
-            "chunk_size": chunk_size}
+            "chunk_size": chunk_size, "source_path": str(Path(source).expanduser().resolve())  # for the resume hint
+            if Path(source).expanduser().is_dir() else None}
     (out / "plan.json").write_text(json.dumps(plan))  # for "run again to resume", and to check what resumes
     tasks = []  # (part path, files, labels) per chunk of a folder segment; real datasets go whole
     for s, (split, files, labels) in enumerate(segments):
@@ -399,6 +400,9 @@ def main(argv: list[str]) -> int:
     except PreparationFailed as e:  # not a bad input: the message and exit 1, no traceback
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the finished chunks stay: the same command goes on from them
+        print("\ninterrupted: run the same command again to go on from the chunks already prepared", file=sys.stderr)
+        return 130
     splits = ", ".join(f"{s} {b - a}" for s, (a, b) in meta["splits"].items())
     print(f"{'already ' if already else ''}prepared {meta['count']} images of {meta['size']} px ({splits}; "
           f"{len(meta['skipped'])} unreadable skipped) in {path}\n"

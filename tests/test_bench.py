@@ -24,7 +24,7 @@ def test_unknown_benchmark_is_a_clear_error():
 def test_counts_below_one_and_unknown_backbones_are_clear_errors(capsys):
     for argv, message in [(["train", "--steps", "0"], "--steps 0: give at least 1"),
                           (["eval", "--num-test", "0"], "--num-test 0: give at least 1"),
-                          (["step", "--backbone", "resnet99"], "unknown backbone 'resnet99'; choose one of: ")]:
+                          (["eval", "--backbone", "resnet99"], "unknown backbone 'resnet99'; choose one of: ")]:
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and message in capsys.readouterr().err
@@ -43,6 +43,9 @@ def test_unknown_recipe_and_device_are_clear_errors_before_any_benchmark_runs(ca
              (["step", "--recipe", "rotation"], "--recipe rotation: bench step takes apart a step of two views and "
                                                 "loss(x0, x1); choose one of: simclr, moco, byol, simsiam, barlowtwins"),
              (["step", "--recipe", "dino"], "--recipe dino: bench step takes apart"),
+             (["generate", "--backbone", "vit_tiny"], "--backbone does nothing for generate: only dataset, eval and "
+                                                      "train read it"),
+             (["step", "--device", "cuda"], "--device does nothing for step: only train reads it"),
              (["train", "--device", "foo"], "unknown device 'foo'; choose one of: ")]
     if not torch.cuda.is_available():
         cases.append((["train", "--device", "cuda", "--steps", "1"], "device='cuda' but this machine has no CUDA GPU"))

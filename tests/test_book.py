@@ -101,7 +101,9 @@ def test_out_or_executed_naming_a_file_is_a_clear_error(tmp_path, capsys):
     afile.write_text("not a folder")
     for argv, message in [(["--out", str(afile)], "is a file; give a folder for the site"),
                           (["--out", str(afile / "site")], "cannot make that folder"),
-                          (["--out", str(tmp_path / "site"), "--executed", str(afile)], "is a file; give the folder")]:
+                          (["--out", str(tmp_path / "site"), "--executed", str(afile)], "is a file; give the folder"),
+                          (["--out", str(tmp_path / "site"), "--executed", str(tmp_path / "no_such")],
+                           "no_such: no such folder; give the folder of stored executed runs")]:
         with pytest.raises(SystemExit) as e:
             book.main(argv)
         err = capsys.readouterr().err

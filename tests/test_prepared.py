@@ -91,8 +91,10 @@ def test_an_interrupted_preparation_resumes_and_is_never_read_as_complete(folder
     finished = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.npz")}
     assert finished and "00-000002.npz" not in finished
     (out / "parts" / "00-000002.npz.tmp").write_bytes(b"half a file")  # what a crash mid-write leaves
-    with pytest.raises(PreparationIncomplete, match="again: it resumes"):
+    with pytest.raises(PreparationIncomplete, match="again: it resumes") as e:
         load_dataset(str(out), "train", image_size=None)
+    # the command that finishes it, from any folder: the source's absolute path and this --out
+    assert f"prepare {Path(folder).resolve()} --size 32 --out {out}`" in str(e.value)
     path, _ = _prepare(folder, out, workers=1, chunk_size=16)
     fresh, _ = _prepare(folder, tmp_path / "fresh", workers=2, chunk_size=16)
     assert (path / "images.u8").read_bytes() == (fresh / "images.u8").read_bytes()
@@ -313,3 +315,17 @@ def test_torchrun_two_processes_on_prepared_data_match_one_with_twice_the_batch(
     one = train(FixedViews(_build("simclr")), open_prepared(path, "unlabeled"), _loop_cfg(2 * B), progress=False)
     two = torch.load(tmp_path / "losses.pt")
     assert len(one.losses) == 2 and two == pytest.approx(one.losses, rel=1e-5)
+
+
+def test_a_prepared_folder_of_one_class_has_no_labeled_split_to_evaluate_with(tmp_path):
+    """As the folder itself: a single class is an error for the labeled splits (a kNN of 1.000 over one class
+    measured nothing), and the unlabeled split trains."""
+    root = tmp_path / "oneclass" / "circle"
+    root.mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (32, 32), (20 * i, 0, 0)).save(root / f"{i}.png")
+    path, _ = _prepare(tmp_path / "oneclass", tmp_path / "prep", workers=1)
+    for split in ("train", "test"):
+        with pytest.raises(ValueError, match="has a single class"):
+            load_dataset(str(path), split)
+    assert len(load_dataset(str(path), "unlabeled")) == 8
