@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     from .resume import resumable, run_config
     from .results import Results, check_writable, default_results_path
     from .optim import make_optimizer
-    from .speed import batches_per_epoch, peak_lr, speed_options
-    from .train import train
+    from .speed import peak_lr, speed_options
+    from .train import check_batch, train
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -188,21 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as e:  # incl. DatasetNotFoundError, PreparationIncomplete
         parser.error(str(e))
     try:  # the batch the data gives (it shrinks to a small folder), checked as training checks it, before it starts
-        batch, steps_per_epoch = batches_per_epoch(len(unlabeled), cfg.batch_size, speed_options(cfg), info.world_size)
-    except ValueError as e:  # e.g. a batch that accumulate's chunks do not divide
-        parser.error(str(e))
-    images = f"{len(unlabeled)} image{'s' if len(unlabeled) != 1 else ''}"
-    shrunk = (f" (the batch is {batch}, not {cfg.batch_size}: the dataset has {images} to train on"
-              f"{f', shared by {info.world_size} processes' if info.distributed else ''})"
-              if batch < cfg.batch_size else "")
-    try:
-        if batch < 2:
-            raise ValueError(f"batches of {batch} image: self-supervised training compares the images of a batch, "
-                             f"so it needs at least 2 per process; add images to the dataset")
-        if hasattr(method, "check_batch_size"):  # e.g. MoCo's queue takes whole batches
-            method.check_batch_size(batch)
+        batch, steps_per_epoch = check_batch(method, cfg, len(unlabeled), info.world_size)
     except ValueError as e:
-        parser.error(str(e) + shrunk)
+        parser.error(str(e))
     if args.run_dir and info.is_main:  # where the checkpoints go: a folder that cannot be written stops here too,
         try:  # and one holding another run, or a run over other data (or only unreadable checkpoints), before the
             check_writable(Path(args.run_dir) / "epoch-0001.pt")  # results file is touched
@@ -221,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         if info.is_main:
             check_writable(backbone_path)
     except OSError as e:
-        parser.error(f"--save-backbone {str(backbone_path)!r} cannot be written ({e.__cause__ or e}); give a file "
-                     f"in a folder you can write, e.g. runs/{args.method}.backbone.pt")
+        folder = backbone_path.is_dir()
+        why, hint = ("it is a folder", backbone_path / f"{args.method}.backbone.pt") if folder else \
+            (e.__cause__ or e, f"runs/{args.method}.backbone.pt")
+        parser.error(f"--save-backbone {str(backbone_path)!r} cannot be written ({why}); give a file in a folder "
+                     f"you can write, e.g. {hint}")
     no_knn = None  # the kNN evaluation needs labeled splits: a folder without classes (or with one) trains all the same
     if info.is_main:
         try:
@@ -253,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         results.record("final_loss", history.final_loss)
     # a step cap or a time budget that stopped the run before its plan: the file says so (its numbers are a part's)
     cut_short = results.mark_cut_short(args.method, history, verbose=False, metric="cut_short")
+    earlier = (f"; {backbone_path} is an earlier run's backbone, not this one's" if backbone_path.exists() else "")
     if history.stop_reason in ("interrupted", "SIGTERM"):
-        say(f"stopped: {history.message}")
+        say(f"stopped: {history.message}{earlier}")
         return 130 if history.stop_reason == "interrupted" else 143
     if history.stop_reason == "non-finite loss":  # marked in the results file, and a failed exit for scripts
         results.record("diverged", 1)
-        say(f"failed: {history.message}")
+        say(f"failed: {history.message}{earlier}")
         return 1
     from .evaluate import extract_features, knn_accuracy, raw_pixels
     done = f"{history.steps} steps ({history.epochs:.2f} epochs) in {history.wall_time_s:.1f} s, " \

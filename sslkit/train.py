@@ -170,6 +170,28 @@ def _explain_stop(history: History, cfg: Config, time_limit_s, run_dir, verbose:
 # the loop
 
 
+def check_batch(method, cfg: Config, num_images: int, world_size: int = 1) -> tuple[int, int]:
+    """``(batch, steps_per_epoch)`` of a run over ``num_images`` images, refused (``ValueError``) where training would
+    refuse it: the batch shrinks to a small dataset, and each chunk of ``accumulate`` must hold 2 images or more and
+    suit the method (MoCo's queue takes whole chunks of keys)."""
+    batch, steps_per_epoch = batches_per_epoch(num_images, cfg.batch_size, speed_options(cfg), world_size)
+    chunk = batch // speed_options(cfg).accumulate  # what each forward pass sees
+    images = f"{num_images} image{'s' if num_images != 1 else ''}"
+    shrunk = (f" (the batch is {batch}, not {cfg.batch_size}: the dataset has {images} to train on"
+              f"{f', shared by {world_size} processes' if world_size > 1 else ''})" if batch < cfg.batch_size else "")
+    try:
+        if chunk < 2:
+            raise ValueError(f"batches of {chunk} image{' per accumulate chunk' if chunk != batch else ''}: "
+                             f"self-supervised training compares the images of a batch, so it needs at least 2 per "
+                             f"process{' and chunk' if chunk != batch else ''}; add images to the dataset"
+                             f"{' or lower accumulate' if chunk != batch else ''}")
+        if hasattr(method, "check_batch_size"):  # e.g. MoCo's queue takes whole batches
+            method.check_batch_size(chunk)
+    except ValueError as e:
+        raise ValueError(str(e) + shrunk) from None
+    return batch, steps_per_epoch
+
+
 def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_plot: bool = False,
           plot_every: int = 20, progress: bool = True, *, run_dir: str | Path | None = None,
           max_steps: int | None = None, time_limit_s: float | None = None, callbacks=(),
@@ -200,9 +222,8 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
     time budget still warms up and decays to 0 by the time it stops. A NaN or Inf loss stops the run,
     restores the weights of the last finite step and warns. Out of GPU memory: an error saying what to try.
     """
-    if hasattr(method, "check_batch_size"):  # before anything runs or is written (e.g. MoCo's queue)
-        method.check_batch_size(cfg.batch_size)
     info = dist_info or DistInfo(device=resolve_device(cfg.device))  # this process: the only one, or one of many
+    batch_size, steps_per_epoch = check_batch(method, cfg, len(data), info.world_size)  # before anything runs
     opts = speed_options(cfg, info.device)
     generator = seed_everything(cfg.seed)  # the shuffling order: the same on every process (then sharded)
     if info.rank:
@@ -211,7 +232,6 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
     set_memory_format(method, opts.channels_last)
     optimizer = make_optimizer(method, cfg)
     images_all, labels_all = data_on_device(data, info.device)
-    batch_size, steps_per_epoch = batches_per_epoch(len(data), cfg.batch_size, opts, info.world_size)
     history = History(world_size=info.world_size, total_steps=steps_per_epoch * cfg.num_epochs)
     budget, warmup = cfg.time_budget_s, min(cfg.warmup_epochs / cfg.num_epochs, 1.0)
     lr_peak, schedule = peak_lr(cfg, info.world_size), cfg.extra.get("lr_schedule", "cosine")

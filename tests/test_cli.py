@@ -247,6 +247,8 @@ def test_a_batch_or_a_resume_the_data_cannot_give_is_refused_before_the_results_
               "queue_size=2048 is not a multiple of the batch size 30: the queue would wrap mid-batch; use a queue of "
               "k * 30 (e.g. queue_size=480) (the batch is 30, not 128: the dataset has 30 images to train on)"),
              (["simclr", "--dataset", str(tmp_path / "one"), *FOLDER], "batches of 1 image: self-supervised training"),
+             (["simclr", "--dataset", str(a), *FOLDER, "--set", "accumulate=4"], "batches of 1 image per accumulate "
+                                                                                "chunk"),
              (["simclr", "--dataset", str(_images(tmp_path / "a", ["cat", "dog"], n=12)), *FOLDER, "--run-dir",
                str(run_dir)], "the data is not the same; train on the same data to resume, or give another --run-dir")]
     assert flat.is_dir() and one.is_dir()
@@ -281,3 +283,20 @@ def test_set_none_means_what_the_config_says_where_it_has_a_meaning():
     cfg = configure(parser.parse_args(["simclr", "--profile", "smoke", "--set", "num_unlabeled=None",
                                        "--set", "time_budget_s=None"]), parser)
     assert cfg.num_unlabeled is None and cfg.time_budget_s is None
+
+
+def test_check_batch_checks_what_each_forward_pass_sees():
+    """With accumulate, a step runs the batch in chunks: MoCo's queue must take whole chunks of keys (192 takes
+    chunks of 64, not the batch of 128), and a chunk needs 2 images."""
+    import sslkit
+    from sslkit.recipes import build
+    from sslkit.train import check_batch
+
+    cfg = sslkit.make_config("smoke", recipe="moco", batch_size=128, queue_size=192, accumulate=2, width=8)
+    assert check_batch(build("moco", cfg), cfg, 256) == (128, 2)
+    with pytest.raises(ValueError, match="queue_size=192 is not a multiple of the batch size 128"):
+        one = sslkit.make_config("smoke", recipe="moco", batch_size=128, queue_size=192, width=8)
+        check_batch(build("moco", one), one, 256)
+    with pytest.raises(ValueError, match="batches of 1 image per accumulate chunk"):
+        simclr = sslkit.make_config("smoke", recipe="simclr", batch_size=8, accumulate=8, width=8)
+        check_batch(build("simclr", simclr), simclr, 64)
