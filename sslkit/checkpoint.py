@@ -221,8 +221,10 @@ def save_weights(path: str | Path, model, cfg, metrics: dict | None = None, *, n
     """``save_model`` at a given ``path`` (``python -m sslkit.train`` saves its backbone so); atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from .config import _plain  # what weights-only loading reads back: numbers, strings and lists of them
+
     state = {"model": model.state_dict(), "config": {**cfg.to_dict(), "extra": {k: v for k, v in cfg.extra.items()
-                                                                                 if isinstance(v, (int, float, str, bool))}},
+                                                                                 if _plain(v)}},
              "metrics": dict(metrics or {})}
     if notebook:
         from .config import changed_settings
@@ -239,7 +241,7 @@ def load_backbone(path: str | Path):
     saved state (``metrics``). A file that is neither raises ``CheckpointError`` saying what it holds.
     """
     from .config import Config
-    from .models import backbone_overrides, make_backbone
+    from .models import backbone_arguments, make_backbone
 
     path = Path(path)
     state = _read(path)
@@ -254,7 +256,7 @@ def load_backbone(path: str | Path):
     weights = state["model"]
     if any(k.startswith("backbone.") for k in weights):  # a training checkpoint holds the whole method
         weights = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
-    backbone, _ = make_backbone(cfg.backbone, **backbone_overrides(cfg))
+    backbone, _ = make_backbone(cfg.backbone, **backbone_arguments(cfg))
     _check_compatible(backbone, weights, path, saved)
     backbone.load_state_dict(weights)
     return backbone.eval(), cfg, state

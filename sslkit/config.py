@@ -109,22 +109,32 @@ def make_config(profile: str = "lesson", notebook: str | None = None, recipe: st
     return cfg
 
 
-# fields that say where a run goes, not what it trains (the seed is compared on its own: load_or_train)
-RUN_ONLY = ("profile", "device", "num_workers", "seed", "extra")
+# fields that say where a run goes or how it is evaluated, not what it trains (the seed is compared on its own:
+# load_or_train)
+RUN_ONLY = ("profile", "device", "num_workers", "seed", "extra", "num_train", "num_test")
 
 
 def changed_settings(cfg: Config, notebook: str | None = None) -> dict:
-    """``{name: (value, default)}`` for every setting of ``cfg`` that differs from what ``make_config`` gives
-    ``notebook`` with ``cfg``'s profile and recipe and no knob set: what a user changed (e.g. a "try next" variant).
+    """``{name: (value, default)}`` for every setting that trains ``cfg``'s model and differs from what
+    ``make_config`` gives ``notebook`` with ``cfg``'s profile and recipe and no knob set: what a user changed (e.g.
+    a "try next" variant). With a recipe, only the knobs its method, backbone, views and training read count (a
+    notebook's sweeps and evaluations do not change the model it saves).
 
     >>> changed_settings(make_config("smoke", num_epochs=3, temperature=0.5))
     {'num_epochs': (3, 1), 'temperature': (0.5, None)}
+    >>> changed_settings(make_config("smoke", recipe="simclr", sweep_epochs=2, num_test=100, min_crop=0.3))
+    {'min_crop': (0.3, 0.7)}
     """
     default = make_config(cfg.profile, notebook=notebook, recipe=cfg.recipe)
     now, then = cfg.to_dict(), default.to_dict()
+    trains = None
+    if cfg.recipe:
+        from .cli import known_settings
+        from .recipes import RECIPES
+        trains = known_settings(RECIPES[cfg.recipe]["method"], cfg.backbone)
     out = {k: (v, then[k]) for k, v in now.items() if k not in RUN_ONLY and v != then[k]}
     out.update({k: (v, default.extra.get(k)) for k, v in cfg.extra.items()
-                if _plain(v) and v != default.extra.get(k)})
+                if _plain(v) and v != default.extra.get(k) and (trains is None or k in trains)})
     return out
 
 

@@ -98,7 +98,7 @@ def check_image_size(image_size, in_channels: int = 3, model: nn.Module | None =
     if not isinstance(image_size, int) or image_size % 8 or not 8 <= image_size <= 512:
         raise ValueError(f"image_size={image_size} is not supported for export: the ResNets halve the image three "
                          f"times, so give a multiple of 8 from 8 to 512 (e.g. 32), and resize the images to it "
-                         f"(load_dataset(..., image_size=32))")
+                         f"(load_dataset(..., image_size=32); in the shell, train with --set image_size=32)")
     if model is not None:
         try:
             with torch.no_grad(), eval_mode(model):  # each submodule's own train/eval mode comes back after

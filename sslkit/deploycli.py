@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import zipfile
 from pathlib import Path
 
 EXAMPLES = """examples:
@@ -59,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     """Returns 0 when the files were written and checked, 2 for bad input (the message, no traceback)."""
     import torch
 
-    from .checkpoint import CheckpointError, load_backbone
+    from .checkpoint import load_backbone
     from .data import load_split
-    from .deploy import (export_onnx, file_size_mb, latency_table, linear_classifier, onnx_session, quantize_int8,
-                         require, run_onnx)
+    from .deploy import (check_image_size, export_onnx, file_size_mb, latency_table, linear_classifier, onnx_session,
+                         quantize_int8, require, run_onnx)
     from .evaluate import eval_mode
     from .results import check_writable
 
@@ -79,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"no backbone file {str(path)!r}; python -m sslkit.train METHOD writes one next "
                                     f"to its results (RESULTS.backbone.pt)")
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip; a results JSON or an image is not one
+            raise ValueError(f"{path} is not a file torch saved (a results file?); give the RESULTS.backbone.pt "
+                             f"file next to it, a checkpoint of a --run-dir, or a model in notebooks/checkpoints/")
         require("onnx"), require("onnxscript"), require("onnxruntime")
         backbone, cfg, state = load_backbone(path)
+        trained_on = cfg.dataset
+        check_image_size(cfg.image_size, model=backbone)  # before any fitting: a size the export takes
         if args.dataset:
             cfg = dataclasses.replace(cfg, dataset=args.dataset)
         check_writable(out)
@@ -90,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
             model, what = linear_classifier(backbone, load_split(cfg, "train")), f"{test.num_classes} class scores"
         test = test if test is not None else load_split(cfg, "unlabeled", n=256)
         calibration = load_split(cfg, "unlabeled", n=args.calibration) if args.int8 else None
-    except (OSError, ValueError, ImportError, CheckpointError) as e:
-        parser.error(str(e).replace("RESULTS_PATH=", "--out ").replace("set RESULTS_PATH to", "give --out"))
-    print(f"{path}: {cfg.backbone} trained on {cfg.dataset} ({cfg.recipe or 'no recipe'}, {cfg.image_size} px); "
-          f"exporting images -> {what}")
-    files = {"onnx fp32": export_onnx(model, out, image_size=cfg.image_size)}
-    if args.int8:
-        files["onnx int8"] = quantize_int8(out, out.with_suffix(".int8.onnx"), calibration)
+    except (OSError, ValueError, ImportError, RuntimeError) as e:  # RuntimeError: CheckpointError, an unfinished
+        parser.error(str(e).replace("RESULTS_PATH=", "--out ").replace("set RESULTS_PATH to", "give --out"))  # prep.
+    print(f"{path}: {cfg.backbone} trained on {trained_on} ({cfg.recipe or 'no recipe'}, {cfg.image_size} px); "
+          f"exporting images -> {what}" + (f", with the data of {cfg.dataset}" if args.dataset else ""))
+    try:
+        files = {"onnx fp32": export_onnx(model, out, image_size=cfg.image_size)}
+        if args.int8:
+            files["onnx int8"] = quantize_int8(out, out.with_suffix(".int8.onnx"), calibration)
+    except ValueError as e:  # what the exporter or the quantizer refuses, said in their words
+        parser.error(f"cannot export {path}: {e}")
     with torch.inference_mode(), eval_mode(model):
         reference = torch.cat([model(x) for x in _batches(test.images)])
     sessions = {name: onnx_session(f) for name, f in files.items()}

@@ -39,12 +39,15 @@ def to_rgb(im):
 
 def to_8bit(im):
     """A grey image of 16-bit integers (0-65535), 32-bit integers or floats -> 8 bits (mode L). PIL's own
-    ``convert`` clips them at 255 (a 16-bit image turns almost white, a float one in [0, 1] black). Values up to 1
-    count as [0, 1], up to 255 as 8-bit, up to 65535 as 16-bit; anything else is scaled from its minimum to its
-    maximum."""
+    ``convert`` clips them at 255 (a 16-bit image turns almost white, a float one in [0, 1] black). A 16-bit mode
+    (I;16) is divided by 257; otherwise the values decide: floats up to 1 count as [0, 1], values up to 255 as 8-bit,
+    up to 65535 as 16-bit, and anything else is scaled from its minimum to its maximum. NaN or infinite pixels
+    take the image's minimum."""
     from PIL import Image
     a = np.asarray(im, dtype=np.float64)
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    a = np.where(np.isfinite(a), a, lo)  # NaN or infinite pixels: the image's minimum
     if im.mode.startswith("I;16"):
         a = a / 257.0
     elif lo >= 0 and hi <= 1.0 and im.mode == "F":

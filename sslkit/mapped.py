@@ -5,6 +5,7 @@ small."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,10 @@ def read_meta(path: str | Path) -> dict:
     path = Path(path).expanduser()
     if not is_prepared(path):
         plan = json.loads((path / "plan.json").read_text()) if (path / "plan.json").is_file() else None
-        source = plan.get("source_path") or plan["source"] if plan else None  # absolute: from any folder
-        how = (f"run `python -m sslkit.data prepare {source} --size {plan['size']} --out {path}` again: it resumes "
-               f"where it stopped" if plan else "prepare the data with `python -m sslkit.data prepare SOURCE --size S`")
+        source = plan.get("source_id") or plan["source"] if plan else None  # a folder's absolute path: from anywhere
+        how = (f"run `python -m sslkit.data prepare {shlex.quote(str(source))} --size {plan['size']} --out "
+               f"{shlex.quote(str(path))}` again: it resumes where it stopped" if plan
+               else "prepare the data with `python -m sslkit.data prepare SOURCE --size S`")
         raise PreparationIncomplete(f"{path} is not a complete prepared dataset (no meta.json): {how}")
     meta = json.loads((path / "meta.json").read_text())
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:

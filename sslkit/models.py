@@ -240,6 +240,17 @@ def make_backbone(name: str, **overrides) -> tuple[nn.Module, int]:
     return model, model.feature_dim
 
 
+def backbone_arguments(cfg) -> dict:
+    """Every argument ``make_backbone(cfg.backbone, ...)`` needs to rebuild the network a run trained: the knobs of
+    ``backbone_overrides``, and the image size for a backbone that takes one (a ViT's position embeddings)."""
+    import inspect
+
+    arguments = backbone_overrides(cfg)
+    if "image_size" in inspect.signature(BACKBONES[cfg.backbone][0]).parameters:
+        arguments.setdefault("image_size", cfg.image_size)
+    return arguments
+
+
 def backbone_overrides(cfg) -> dict:
     """The knobs in ``cfg.extra`` that ``cfg.backbone``'s constructor takes (e.g. ``width``, ``last_width``):
     ``make_backbone(cfg.backbone, **backbone_overrides(cfg))`` builds a notebook's architecture.

@@ -263,8 +263,7 @@ def _prepare(source, size, out, workers, chunk_size, progress) -> tuple[Path, bo
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     plan = {"source": str(source), "source_id": _source_id(str(source)), "size": size, "key": key,
-            "chunk_size": chunk_size, "source_path": str(Path(source).expanduser().resolve())  # for the resume hint
-            if Path(source).expanduser().is_dir() else None}
+            "chunk_size": chunk_size}
     (out / "plan.json").write_text(json.dumps(plan))  # for "run again to resume", and to check what resumes
     tasks = []  # (part path, files, labels) per chunk of a folder segment; real datasets go whole
     for s, (split, files, labels) in enumerate(segments):

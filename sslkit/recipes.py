@@ -376,14 +376,12 @@ def build(method_name: str, cfg, distributed: bool = False):
 
     from .augment import AugmentParams
     from .methods import method_class
-    from .models import BACKBONES, backbone_overrides, make_backbone
+    from .models import BACKBONES, backbone_arguments, make_backbone
 
     cls = method_class(method_name)
     init = init_parameters(cls.__init__)
-    backbone_knobs = backbone_overrides(cfg)
+    backbone_knobs = backbone_arguments(cfg)
     method_knobs = {k: v for k, v in cfg.extra.items() if k in init}
-    if "image_size" in init_parameters(BACKBONES[cfg.backbone][0]):
-        backbone_knobs.setdefault("image_size", cfg.image_size)
     views, size = views_of(cfg), cfg.extra.get("view_size", cfg.image_size)  # views may be smaller than images
     if "image_size" in init:  # DINO: the size of its own global views
         method_knobs.setdefault("image_size", size)

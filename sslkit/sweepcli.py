@@ -25,7 +25,7 @@ Values are Python literals where they parse (2, 0.003, True, None, [0.5, 1.0]) a
 def _value(text: str):
     try:
         return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal: the text itself
         return text.strip()
 
 
@@ -74,14 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     """0 when every run finished, 1 when some failed (the others still ran), 2 for a bad command line."""
     from .experiment import experiment_notebook
     from .nbtools import notebook_parameters
+    from .results import check_writable
     from .sweep import collect, format_table, grid_runs, sweep
 
     parser = _parser()
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir)
     try:
-        grid = dict(parse_assignment(g, many=True) for g in args.grid)
-        fixed = dict(parse_assignment(s, many=False) for s in args.set)
+        grid, fixed = {}, {}
+        for given, into, many in [(args.grid, grid, True), (args.set, fixed, False)]:
+            for text in given:
+                name, value = parse_assignment(text, many)
+                if name in grid or name in fixed:  # (names are upper-cased: method and METHOD are one)
+                    raise ValueError(f"{name} is given twice ({text!r}); give each name once, in --grid or --set")
+                into[name] = value
+        if args.csv:
+            check_writable(args.csv)
         if args.notebook and not Path(args.notebook).is_file():
             raise FileNotFoundError(f"no notebook {args.notebook!r}; give the path of an .ipynb file (or leave "
                                     f"--notebook out for the one-experiment notebook)")

@@ -57,9 +57,19 @@ def test_deploy_exports_the_classifier_and_its_int8_copy_and_checks_them(trained
 
 
 def test_bad_input_is_the_message_and_exit_2(trained, capsys):
+    import sslkit
+    from sslkit.checkpoint import save_weights
+
     backbone = str(trained / "run.backbone.pt")
+    odd_size = save_weights(trained / "odd.backbone.pt", sslkit.make_backbone("resnet_tiny", width=8)[0],
+                            sslkit.make_config("smoke", image_size=20, width=8))
+    unfinished = trained / "unfinished"  # a preparation stopped before its end: plan.json, no meta.json
+    unfinished.mkdir(exist_ok=True)
+    (unfinished / "plan.json").write_text('{"source": "x", "size": 32}')
     cases = [([str(trained / "nope.pt")], "no backbone file"),
-             ([str(trained / "run.json")], "contains pickled objects or code"),
+             ([str(trained / "run.json")], "run.json is not a file torch saved (a results file?)"),
+             ([str(odd_size)], "image_size=20 is not supported for export"),
+             ([backbone, "--dataset", str(unfinished)], "is not a complete prepared dataset"),
              ([backbone, "--out", str(trained / "x.txt")], "give a file name ending in .onnx"),
              ([backbone, "--dataset", str(trained / "no_such_folder")], "does not exist"),
              ([backbone, "--repeats", "0"], "--repeats 0: give at least 1")]
@@ -74,3 +84,21 @@ def test_python_m_sslkit_deploy_is_the_command_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "sslkit.deploy", str(tmp_path / "nope.pt")], capture_output=True,
                          text=True)
     assert run.returncode == 2 and "no backbone file" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_load_backbone_rebuilds_a_vit_of_another_image_size_and_list_valued_settings(tmp_path):
+    """The image size of a ViT (its position embeddings) and list-valued backbone settings travel with the weights:
+    the network rebuilt is the one trained, as recipes.build built it (backbone_arguments)."""
+    import sslkit
+    from sslkit.checkpoint import save_weights
+    from sslkit.recipes import build
+
+    cfg = sslkit.make_config("smoke", recipe="mae", image_size=16, hidden_dim=32, num_layers=1, num_heads=2)
+    vit = build("mae", cfg).backbone
+    backbone, saved_cfg, _ = load_backbone(save_weights(tmp_path / "vit.pt", vit, cfg))
+    assert saved_cfg.image_size == 16
+    assert all(torch.equal(a, b) for a, b in zip(vit.state_dict().values(), backbone.state_dict().values()))
+    deep = sslkit.make_config("smoke", blocks=(1, 1, 1, 2), width=8)
+    net, _ = sslkit.make_backbone("resnet_tiny", blocks=(1, 1, 1, 2), width=8)
+    rebuilt, _, _ = load_backbone(save_weights(tmp_path / "deep.pt", net, deep))
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in net.parameters())
