@@ -22,7 +22,7 @@ whose one line says what to install.
 >>> check_image_size(30)
 Traceback (most recent call last):
 ...
-ValueError: image_size=30 is not supported for export: the ResNets halve the image three times, so give a multiple of 8 from 8 to 512 (e.g. 32), and resize the images to it (load_dataset(..., image_size=32))
+ValueError: image_size=30 is not supported for export: the ResNets halve the image three times, so give a multiple of 8 from 8 to 512 (e.g. 32), and resize the images to it (load_dataset(..., image_size=32); in the shell, train with --set image_size=32)
 >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=8), torch.nn.Flatten())
 >>> round(sparsity(prune_magnitude(model, 0.5)), 2)
 0.5
