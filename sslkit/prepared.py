@@ -323,7 +323,12 @@ def _assemble(out: Path, name, size, classes, segments, unlabeled_is, part_paths
                 skipped += [str(p) for p in seg_files if str(p) not in kept]
             splits[split] = [start, start + count]
             start += count
-    if start == 0:
+    if start == 0:  # nothing to keep: the half-made folder goes, so that nothing offers to resume it
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(out / "parts", ignore_errors=True)
+        (out / "plan.json").unlink(missing_ok=True)
+        if not any(out.iterdir()):  # (a folder of --out that held files of its own keeps them)
+            out.rmdir()
         raise ValueError(f"{source} holds no readable images ({len(skipped)} unreadable file(s)); put image "
                          f"files (jpg, png, ...) in it")
     os.replace(tmp, out / "images.u8")

@@ -127,6 +127,7 @@ def test_bad_input_says_how_to_fix_it(folder, tmp_path):
     (tmp_path / "junk" / "a.txt").write_text("no image")
     with pytest.raises(ValueError, match="no readable images"):
         prepare(tmp_path / "junk", 32, out=tmp_path / "j", progress=False)
+    assert not (tmp_path / "j").exists()  # no half-made folder that --dataset would offer to resume
 
 
 def test_the_command_line(folder, tmp_path):
