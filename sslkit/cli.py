@@ -38,18 +38,24 @@ def parse_settings(pairs: list[str]) -> dict:
     >>> parse_settings(["temperature=0.2", "crop_scale=(0.5, 1.0)", "optimizer=sgd", "compile=True"])
     {'temperature': 0.2, 'crop_scale': (0.5, 1.0), 'optimizer': 'sgd', 'compile': True}
     """
-    import ast
-
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. --set temperature=0.2")
-        try:
-            out[key.strip().lower()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip().lower()] = value.strip()  # a plain string: optimizer=sgd
+        out[key.strip().lower()] = literal(value)
     return out
+
+
+def literal(text: str):
+    """A command line's value: the Python literal it spells (2, 0.2, True, None, (0.5, 1.0)), else the text itself
+    (a plain string: optimizer=sgd)."""
+    import ast
+
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal
+        return text.strip()
 
 
 def known_settings(method_name: str, backbone: str) -> set[str]:

@@ -58,13 +58,11 @@ def _default_out(backbone: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Returns 0 when the files were written and checked, 2 for bad input (the message, no traceback)."""
-    import torch
-
     from .checkpoint import load_backbone
     from .data import load_split
     from .deploy import (check_image_size, export_onnx, file_size_mb, latency_table, linear_classifier, onnx_session,
                          quantize_int8, require, run_onnx)
-    from .evaluate import eval_mode
+    from .evaluate import predict
     from .results import check_writable
 
     parser = _parser()
@@ -106,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             files["onnx int8"] = quantize_int8(out, out.with_suffix(".int8.onnx"), calibration)
     except ValueError as e:  # what the exporter or the quantizer refuses, said in their words
         parser.error(f"cannot export {path}: {e}")
-    with torch.inference_mode(), eval_mode(model):
-        reference = torch.cat([model(x) for x in _batches(test.images)])
+    reference = predict(model, test)  # torch's outputs, to compare each file with
     sessions = {name: onnx_session(f) for name, f in files.items()}
     rows = []
     for name, session in sessions.items():
@@ -140,13 +137,6 @@ def _labeled(cfg, split: str):
     except ValueError:  # a flat folder, or a single class: nothing to fit a head on
         return None
     return data if data.num_classes > 1 else None
-
-
-def _batches(images, size: int = 256):
-    from .data import to_float
-
-    for start in range(0, len(images), size):
-        yield to_float(images[start:start + size])
 
 
 def bench(seed: int = 0, repeats: int = 100, calibration_images: int = 512) -> dict:

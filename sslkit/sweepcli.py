@@ -9,9 +9,10 @@ runs (``collect``, ``format_table``) is printed at the end, and with ``--csv`` w
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 from pathlib import Path
+
+from .cli import literal
 
 EXAMPLES = """examples:
   python -m sslkit.sweep runs/sweep --grid METHOD=simclr,byol --grid NUM_EPOCHS=2,8 --set PROFILE=smoke
@@ -20,13 +21,6 @@ EXAMPLES = """examples:
 
 Names are the notebook's parameters (upper case; python -m sslkit.sweep OUT_DIR --list-parameters lists them).
 Values are Python literals where they parse (2, 0.003, True, None, [0.5, 1.0]) and text otherwise."""
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal: the text itself
-        return text.strip()
 
 
 def parse_assignment(text: str, many: bool) -> tuple[str, object]:
@@ -44,8 +38,8 @@ def parse_assignment(text: str, many: bool) -> tuple[str, object]:
         example = "--grid LR=0.001,0.003" if many else "--set PROFILE=smoke"
         raise ValueError(f"{text!r}: write NAME=VALUE{'S' if many else ''}, e.g. {example}")
     if not many:
-        return name.strip().upper(), _value(rhs)
-    values = _value(rhs) if rhs.strip().startswith("[") else [_value(v) for v in rhs.split(",")]
+        return name.strip().upper(), literal(rhs)
+    values = literal(rhs) if rhs.strip().startswith("[") else [literal(v) for v in rhs.split(",")]
     if not isinstance(values, list) or not values:
         raise ValueError(f"{text!r}: give the values separated by commas, or as a list literal")
     return name.strip().upper(), values

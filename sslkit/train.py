@@ -174,8 +174,9 @@ def check_batch(method, cfg: Config, num_images: int, world_size: int = 1) -> tu
     """``(batch, steps_per_epoch)`` of a run over ``num_images`` images, refused (``ValueError``) where training would
     refuse it: the batch shrinks to a small dataset, and each chunk of ``accumulate`` must hold 2 images or more and
     suit the method (MoCo's queue takes whole chunks of keys)."""
-    batch, steps_per_epoch = batches_per_epoch(num_images, cfg.batch_size, speed_options(cfg), world_size)
-    chunk = batch // speed_options(cfg).accumulate  # what each forward pass sees
+    opts = speed_options(cfg)
+    batch, steps_per_epoch = batches_per_epoch(num_images, cfg.batch_size, opts, world_size)
+    chunk = batch // opts.accumulate  # what each forward pass sees
     images = f"{num_images} image{'s' if num_images != 1 else ''}"
     shrunk = (f" (the batch is {batch}, not {cfg.batch_size}: the dataset has {images} to train on"
               f"{f', shared by {world_size} processes' if world_size > 1 else ''})" if batch < cfg.batch_size else "")
