@@ -50,10 +50,10 @@ def test_every_value_is_written_once():
 
 def test_precedence_caller_over_notebook_over_recipe_over_profile():
     cfg = make_config("lesson", recipe="simclr", notebook="02_contrastive")
-    assert cfg.batch_size == 128 and cfg.extra["sweep_epochs"] == 6  # recipe, notebook
+    assert cfg.batch_size == 64 and cfg.extra["sweep_epochs"] == 6  # recipe, notebook
     assert cfg.num_train == 5_000  # the profile's (Config's default at lesson)
     assert make_config("lesson", recipe="simclr", batch_size=64, temperature=0.5).extra["temperature"] == 0.5
-    assert make_config("lesson", recipe="simclr", batch_size=64).batch_size == 64
+    assert make_config("lesson", recipe="simclr", batch_size=32).batch_size == 32
 
 
 def test_bad_recipe_names_say_which_exist():
