@@ -174,7 +174,7 @@ def bench_ssl_epoch(args) -> dict:
     from .models import make_backbone
     from .train import train
 
-    # notebook 02's lesson recipe: the same backbone, batch and image size on both paths
+    # notebook 02's network and images in batches of 128 (its lesson recipe before batches of 64), alike on both paths
     width, batch_size, temperature, image_size, num_workers = 8, 128, 0.2, 32, 2
     cfg = make_config("lesson", backbone="resnet_tiny", batch_size=batch_size, num_epochs=1, warmup_epochs=0.0,
                       image_size=image_size, device="cpu", seed=args.seed)

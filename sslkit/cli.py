@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info.world_size} process(es) on {info.device}, batch {batch} per process ({batch * info.world_size} in all"
         f"{f'; {cfg.batch_size} asked, more than the data has' if batch < cfg.batch_size else ''}), "
         f"{cfg.extra.get('optimizer', 'adamw')} lr "
-        f"{peak_lr(cfg, info.world_size):g}")
+        f"{peak_lr(cfg, info.world_size, batch):g}")
     history = train(method, unlabeled, cfg, progress=not args.quiet, run_dir=args.run_dir, max_steps=args.max_steps,
                     dist_info=info)
     if info.distributed:
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if history.stop_reason not in ("interrupted", "SIGTERM", "non-finite loss") else 1
     results.update({"steps": history.steps, "epochs": history.epochs, "train_s": history.wall_time_s,
                     "images_per_s": history.images_per_s, "world_size": info.world_size,
-                    "global_batch_size": batch * info.world_size, "lr": peak_lr(cfg, info.world_size),
+                    "global_batch_size": batch * info.world_size, "lr": peak_lr(cfg, info.world_size, batch),
                     "resumed_from_step": history.resumed_from_step})
     if history.losses:
         results.record("final_loss", history.final_loss)

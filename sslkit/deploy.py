@@ -51,7 +51,7 @@ from .evaluate import accuracy, eval_mode  # noqa: F401 - accuracy: notebook 09 
 PACKAGES = {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
             "onnxruntime.quantization": "onnxruntime"}
 
-# what notebook 09 needs on top of the profile. The teacher: notebook 02's architecture and SimCLR recipe, trained
+# what notebook 09 needs on top of the profile. The teacher: notebook 02's architecture and views, trained
 # for a planned number of epochs (num_epochs) when 02's checkpoint is missing. The student: the same kind of network
 # with fewer channels; the distilled one and the one trained by SimCLR get the same epochs over the same images
 _STUDENT = dict(student_backbone="resnet_tiny", student_width=8, distill_lr=2e-2, temperature=0.2)

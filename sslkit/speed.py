@@ -76,17 +76,20 @@ def speed_options(cfg: Config, device: torch.device | None = None) -> SpeedOptio
     return opts
 
 
-def peak_lr(cfg: Config, world_size: int = 1) -> float:
+def peak_lr(cfg: Config, world_size: int = 1, batch_size: int | None = None) -> float:
     """The peak learning rate of a run: ``cfg.lr``, scaled to the global batch if ``lr_scaling`` asks.
 
     The global batch is ``batch_size * world_size`` (every process takes ``batch_size`` images a
-    step). With ``lr_scaling="linear"`` (Goyal et al. 2017) or ``"sqrt"`` the lr tuned at
-    ``base_batch_size`` (default ``batch_size``: tuned on one process) grows with it.
+    step: the batch trained, smaller than ``cfg.batch_size`` where the dataset is; default ``cfg.batch_size``).
+    With ``lr_scaling="linear"`` (Goyal et al. 2017) or ``"sqrt"`` the lr tuned at ``base_batch_size``
+    (default ``cfg.batch_size``: tuned on one process) follows it.
 
     >>> import sslkit
     >>> cfg = sslkit.make_config("smoke", lr=0.1, batch_size=64, lr_scaling="linear")
     >>> peak_lr(cfg, world_size=1), peak_lr(cfg, world_size=4)
     (0.1, 0.4)
+    >>> peak_lr(cfg, world_size=4, batch_size=16)  # a dataset of 64 images: 16 per process, 64 in all
+    0.1
     """
     from .distributed import scale_lr
 
@@ -96,7 +99,7 @@ def peak_lr(cfg: Config, world_size: int = 1) -> float:
     if rule not in LR_SCALING_RULES:
         raise ValueError(f"unknown lr_scaling {rule!r}; choose one of: {', '.join(LR_SCALING_RULES)} (or None)")
     base = cfg.extra.get("base_batch_size") or cfg.batch_size
-    return scale_lr(cfg.lr, cfg.batch_size * world_size, base, rule)
+    return scale_lr(cfg.lr, (batch_size or cfg.batch_size) * world_size, base, rule)
 
 
 def autocast(device: torch.device, precision: str = "fp32"):

@@ -235,7 +235,7 @@ def train(method: nn.Module, data: ImageData, cfg: Config, monitor=None, live_pl
     images_all, labels_all = data_on_device(data, info.device)
     history = History(world_size=info.world_size, total_steps=steps_per_epoch * cfg.num_epochs)
     budget, warmup = cfg.time_budget_s, min(cfg.warmup_epochs / cfg.num_epochs, 1.0)
-    lr_peak, schedule = peak_lr(cfg, info.world_size), cfg.extra.get("lr_schedule", "cosine")
+    lr_peak, schedule = peak_lr(cfg, info.world_size, batch_size), cfg.extra.get("lr_schedule", "cosine")
     step = Step(method, optimizer, opts, info)  # forward and backward with the speed options
     run = RunDir(run_dir or cfg.extra.get("run_dir"), cfg, method, optimizer, generator, info, steps_per_epoch,
                  history.total_steps, len(data))

@@ -109,11 +109,11 @@ def test_pretext_targets_hold_on_every_recorded_seed():
 def test_contrastive_lesson_results():
     m, _ = _lesson("02_contrastive")
     assert m["knn_raw_pixels"] <= 0.25 and m["knn_random_init"] <= 0.25
-    # issue 4's target: SimCLR at least 0.70 in its 40 epochs (about 5 minutes); MoCo above both baselines
-    assert m["knn_simclr"] >= 0.70 and m["knn_moco"] > max(m["knn_raw_pixels"], m["knn_random_init"])
+    # issue 21's targets: SimCLR at least 0.72 in its 40 epochs (the header: about 8 minutes); MoCo within 10 points
+    assert m["knn_simclr"] >= 0.72 and m["knn_moco"] > max(m["knn_raw_pixels"], m["knn_random_init"])
     assert m["knn_simclr_no_color_jitter"] < m["knn_simclr"]  # the colour shortcut costs accuracy
-    assert m["knn_moco"] <= m["knn_simclr"] - 0.10  # section 5: MoCo trails SimCLR by more than ten points
-    assert m["epochs_simclr"] == m["epochs_moco"] == 40 and m["train_s_simclr"] <= 360
+    assert m["knn_moco"] >= m["knn_simclr"] - 0.10  # section 5: with the symmetric loss MoCo keeps up with SimCLR
+    assert m["epochs_simclr"] == m["epochs_moco"] == 40 and m["train_s_simclr"] <= 600
 
 
 def test_non_contrastive_lesson_results():
@@ -182,11 +182,8 @@ def test_targets_hold_on_every_recorded_seed(name):
     assert not failed, f"{name}: the targets fail on seeds {failed}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21, measured: notebook 02's SimCLR reaches kNN 0.7055, 0.5935 and "
-                   "0.733 on seeds 0, 1 and 2 (target 0.72 on every seed: seeds 0 and 1 miss), MoCo v2 0.4005, 0.3445 "
-                   "and 0.313, 30.5, 24.9 and 42.0 points behind (target: within 10); strict: remove the mark when the "
-                   "recipes meet them")
 def test_contrastive_issue_21_targets_on_every_recorded_seed():
+    """Issue 21: notebook 02's SimCLR at least 0.72 kNN and MoCo v2 within 10 points of it, on every recorded seed."""
     for seed, m in _seed_runs("02_contrastive").items():
         assert m["knn_simclr"] >= 0.72 and m["knn_moco"] >= m["knn_simclr"] - 0.10, seed
 
@@ -306,8 +303,8 @@ def test_header_time_matches_the_recorded_wall_time(name):
 # whole sequence within 60. Strict marks for the limits measured and not met yet: remove each when its run meets it
 LESSON_LIMIT_S, SEQUENCE_LIMIT_S = 12 * 60, 60 * 60
 OVER_TIME = {
-    "02_contrastive": "issue 21, measured: 16.9 min (SimCLR and MoCo v2 40 epochs each, then the temperature, "
-                      "batch-size and colour-jitter ablations)",
+    "02_contrastive": "issue 21, measured: 28.6 min (SimCLR and MoCo v2 40 epochs each in batches of 64, about 8 "
+                      "and 10 minutes, then the temperature, batch-size and colour-jitter ablations, about 80 s each)",
     "03_non_contrastive": "issue 21, measured: 33.8 min alone, 37.6 in the committed run (five methods of 40 "
                           "epochs, 5 to 8 minutes each, and the collapse run)",
 }
@@ -320,8 +317,8 @@ def test_each_lesson_within_12_minutes(name):
     assert 0 < wall <= LESSON_LIMIT_S, f"{name}: the recorded lesson run took {wall / 60:.1f} min"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21, measured: the recorded lesson runs take 83 minutes in all (79 with notebook "
-                   "03 alone), 51 to 55 of them notebooks 02 and 03")
+@pytest.mark.xfail(strict=True, reason="issue 21, measured: the recorded lesson runs take 94.5 minutes in all, 66 of them "
+                   "notebooks 02 (28.6) and 03 (37.6)")
 def test_the_sequence_within_60_minutes():
     total = sum(load_results(RESULTS / f"{n}.lesson.json")["wall_time_s"] for n in NOTEBOOKS)
     assert total <= SEQUENCE_LIMIT_S, f"the recorded lesson runs take {total / 60:.1f} min in all"
