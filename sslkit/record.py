@@ -54,6 +54,13 @@ class Run:
                 f"--cwd {_rel(self.cwd, root)} {params}")
 
 
+def _from(cwd: Path, path) -> str:
+    """``path`` relative to the folder the notebook runs in (papermill's --cwd), as the notebook resolves it: a
+    stored run then names its results file the same way on every clone (``sslkit.book`` checks it is the recorded
+    run's), not by this machine's absolute path."""
+    return os.path.relpath(path, cwd)
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -99,16 +106,17 @@ def plan(notebooks: list[str], seeds: list[int], profile: str = "lesson", root: 
                 folder = root / ".record" / f"seed{seed}"
                 out = root / "results" / "seeds" / f"{notebook}.{profile}.seed{seed}"
                 runs.append(Run(notebook, seed, folder / "notebooks", folder / f"{notebook}.{profile}.seed{seed}.ipynb",
-                                {**base, "SEED": seed, "RESULTS_PATH": f"{out}.json"}))
+                                {**base, "SEED": seed, "RESULTS_PATH": _from(folder / "notebooks", f"{out}.json")}))
                 continue
             replay = "REPLAY" in names
             results = root / "results" / f"{notebook}.{profile}.json"
             runs.append(Run(notebook, 0, root / "notebooks", root / "results" / "executed" / f"{notebook}.{profile}.ipynb",
-                            {**base, **({"REPLAY": "record"} if replay else {}), "RESULTS_PATH": str(results)}))
+                            {**base, **({"REPLAY": "record"} if replay else {}),
+                             "RESULTS_PATH": _from(root / "notebooks", results)}))
             if replay:
                 replayed = root / "results" / "replay" / f"{notebook}.{profile}.replayed"
                 runs.append(Run(notebook, 0, root / "notebooks", root / ".record" / f"{notebook}.{profile}.replayed.ipynb",
-                                {**base, "REPLAY": True, "RESULTS_PATH": f"{replayed}.json"}))
+                                {**base, "REPLAY": True, "RESULTS_PATH": _from(root / "notebooks", f"{replayed}.json")}))
     return runs
 
 
@@ -165,7 +173,7 @@ def main(argv=None) -> int:
     fresh_copies(runs, ROOT)
     for i, run in enumerate(runs, 1):
         run.output.parent.mkdir(parents=True, exist_ok=True)
-        Path(run.parameters["RESULTS_PATH"]).parent.mkdir(parents=True, exist_ok=True)
+        (run.cwd / run.parameters["RESULTS_PATH"]).parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         print(f"[{i}/{len(runs)}] {run.notebook} seed {run.seed} ({run.parameters.get('REPLAY', 'trains')})...",
               flush=True)

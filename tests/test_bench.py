@@ -86,7 +86,9 @@ def test_step_benchmark_takes_the_lesson_step_apart(capsys, monkeypatch):
     assert main(["step", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     b = json.loads(out)  # stdout is the one JSON object (the table of speed options goes to stderr)
-    assert b["recipe"] == "simclr" and b["profile"] == "lesson" and b["batch_size"] == 128 and b["view_size"] == 24
+    lesson = sslkit.make_config("lesson", recipe="simclr")  # notebook 02's recipe: batches of 64, 24 px views
+    assert b["recipe"] == "simclr" and b["profile"] == "lesson" and b["batch_size"] == lesson.batch_size == 64
+    assert b["view_size"] == 24
     assert 35 <= b["mflop_per_image_fwd_bwd"] <= 55
     assert set(b["phases_ms"]) == {"views", "forward", "backward", "optimizer"}
     assert all(v > 0 for v in b["phases_ms"].values()) and abs(sum(b["phase_shares"].values()) - 1) < 0.01

@@ -66,7 +66,8 @@ def test_a_flag_s_value_can_also_be_set_with_set(tmp_path, capsys):
     (["simsiam", "--set", "optimizer=adam"], "unknown optimizer 'adam'; choose one of: adamw, sgd"),
     (["simclr", "--set", "temperature=-1"], "temperature=-1 is out of range: it must be greater than 0"),
     (["mae", "--set", "mask_ratio=1.5"], "mask_ratio=1.5 is out of range"),
-    (["moco", "--batch-size", "100"], "queue_size=2048 is not a multiple of the batch size 100"),
+    (["moco", "--batch-size", "100"],  # the lesson's MoCo is symmetric: each step queues both views' keys
+     "queue_size=2048 is not a multiple of twice the batch size 100 (symmetric: both views' keys)"),
     (["simclr", "--lr", "0"], "lr=0.0 must be greater than 0"),
     (["simclr", "--time-budget", "-5"], "time_budget_s=-5.0 must be a number of seconds greater than 0"),
     (["simclr", "--set", "lr=abc"], "lr='abc' must be a number"),

@@ -37,7 +37,7 @@ def calls(monkeypatch):
         if saves:
             (Path(cwd) / "checkpoints").mkdir(exist_ok=True)
             (Path(cwd) / "checkpoints" / f"{saves}.{parameters['PROFILE']}.pt").write_text("weights")
-        Path(parameters["RESULTS_PATH"]).write_text(json.dumps({"complete": True}))
+        (Path(cwd) / parameters["RESULTS_PATH"]).write_text(json.dumps({"complete": True}))  # papermill's --cwd
         Path(output_path).write_text("{}")
 
     monkeypatch.setattr(nbtools, "run_notebook", run_notebook)
@@ -64,8 +64,10 @@ def test_dry_run_prints_the_papermill_commands_and_runs_nothing(root, calls, cap
     assert record.main(["09", "02", "--seeds", "2", "0", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5 and not calls and not (root / "results").exists()
+    # results paths relative to the notebook's folder, as a stored run must name them on any clone (sslkit.book)
     assert out[0].endswith("-p PROFILE lesson -p SEED 2 -p RESULTS_PATH "
-                           f"{root}/results/seeds/02_contrastive.lesson.seed2.json")
+                           "../../../results/seeds/02_contrastive.lesson.seed2.json")
+    assert "-p RESULTS_PATH ../results/02_contrastive.lesson.json" in out[2]
     assert "--cwd .record/seed2/notebooks" in out[1] and "09_deploy" in out[1]
     assert "-p REPLAY record" in out[2] and "-p REPLAY True" in out[3] and "09_deploy" in out[4]
 
