@@ -58,7 +58,7 @@ FORTY_EPOCHS = dict(
 
 # notebook 02's plan for SimCLR and MoCo: 40 epochs in batches of 64 at a constant lr after the warm-up. On seeds 0-2
 # this cleared kNN 0.72 for SimCLR and kept MoCo within 10 points of it, where batches of 128 with a cosine decay did
-# not (docs/tuning_history.md, notebook 02); twice the steps, each half the images: about 1.1x the time
+# not (docs/tuning_history.md, notebook 02); twice the steps, each half the images: 1.1x to 1.3x the time
 CONTRASTIVE_PLAN = dict(
     FORTY_EPOCHS,
     batch_size=64,  # more steps per epoch: smaller batches learned more per epoch in notebook 02's batch-size sweep

@@ -61,6 +61,11 @@ def _from(cwd: Path, path) -> str:
     return os.path.relpath(path, cwd)
 
 
+def _results_file(run: Run) -> Path:
+    """Where a run's results file lands: its RESULTS_PATH from the folder the notebook runs in."""
+    return (run.cwd / run.parameters["RESULTS_PATH"]).resolve()
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -173,7 +178,7 @@ def main(argv=None) -> int:
     fresh_copies(runs, ROOT)
     for i, run in enumerate(runs, 1):
         run.output.parent.mkdir(parents=True, exist_ok=True)
-        (run.cwd / run.parameters["RESULTS_PATH"]).parent.mkdir(parents=True, exist_ok=True)
+        _results_file(run).parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         print(f"[{i}/{len(runs)}] {run.notebook} seed {run.seed} ({run.parameters.get('REPLAY', 'trains')})...",
               flush=True)
@@ -182,9 +187,9 @@ def main(argv=None) -> int:
                          timeout=None)
         except NotebookError as e:
             print(f"error: {run.notebook} seed {run.seed} failed; the runs after it were not started "
-                  f"(its results file {run.parameters['RESULTS_PATH']} is marked incomplete)\n{e}", file=sys.stderr)
+                  f"(its results file {_results_file(run)} is marked incomplete)\n{e}", file=sys.stderr)
             return 1
-        print(f"[{i}/{len(runs)}] done in {time.perf_counter() - start:.0f} s: {run.parameters['RESULTS_PATH']}",
+        print(f"[{i}/{len(runs)}] done in {time.perf_counter() - start:.0f} s: {_results_file(run)}",
               flush=True)
     return 0
 
