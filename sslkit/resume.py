@@ -153,13 +153,20 @@ class RunDir:
         """Continue from the newest checkpoint that loads (rank 0 picks it, every process reads it): the weights,
         the optimizer, the random states, ``history``; returns the seconds the run had trained (0: a new run)."""
         self.scaler = scaler
-        path = (resumable(self.dir, self.config, self.steps_per_epoch, self.num_images)
-                if self.dir and self.info.is_main else None)
+        path, refused = None, None
+        if self.dir and self.info.is_main:
+            try:
+                path = resumable(self.dir, self.config, self.steps_per_epoch, self.num_images)
+            except CheckpointError as error:  # raised on every process below: the others would wait for rank 0
+                refused = error
         if self.info.distributed:
             import torch.distributed as dist
-            box = [str(path) if path else None]
+            box = [str(path) if path else None, str(refused) if refused else None]
             dist.broadcast_object_list(box, src=0)
             path = Path(box[0]) if box[0] else None
+            refused = refused or (CheckpointError(box[1]) if box[1] else None)
+        if refused is not None:
+            raise refused
         if path is None:
             return 0.0
         state = load_checkpoint(path, self.method, self.optimizer)  # weights, optimizer, rank 0's RNG

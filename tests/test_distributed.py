@@ -6,6 +6,7 @@ negatives gathered across processes (lightly's gather_distributed) and DDP's gra
 first for one loss and backward, then through ``sslkit.train.train`` (sharded epochs, two SGD steps).
 """
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from sslkit.checkpoint import CheckpointError
 from sslkit.config import make_config
 from sslkit.data import ImageData, to_float
 from sslkit.distributed import DistInfo, ddp_step, init_distributed, scale_lr, shard
@@ -46,7 +48,9 @@ def _grads(method):
 
 def _worker(rank, port, out):
     """Process ``rank`` of 2: the loss and gradients of half the batch for each method (rank 0 saves them)."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # a collective that one process never joins fails after 2 minutes instead of hanging the suite
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(minutes=2))
     torch.set_num_threads(1)
     found = {}
     for name in ("simclr", "byol"):
@@ -139,8 +143,8 @@ class FixedViews(torch.nn.Module):
         return self
 
 
-def _loop_cfg(batch_size):
-    return make_config("smoke", num_epochs=1, batch_size=batch_size, lr=0.05, warmup_epochs=0.0, optimizer="sgd",
+def _loop_cfg(batch_size, lr=0.05):
+    return make_config("smoke", num_epochs=1, batch_size=batch_size, lr=lr, warmup_epochs=0.0, optimizer="sgd",
                        time_budget_s=None, device="cpu", seed=0)
 
 
@@ -191,13 +195,29 @@ def _resume(rank, run_dir):
     dist.barrier()  # process 1's random state is written before either resumes
     again = train(other := _build("simclr"), _data(), _loop_cfg(B), progress=False, dist_info=info, run_dir=raised)
     same = lambda m: all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), full_method.state_dict().values()))
+    try:  # the run directory of another run (another lr): rank 0 finds it out, and every process stops with it
+        train(_build("simclr"), _data(), _loop_cfg(B, lr=0.07), progress=False, dist_info=info, run_dir=run_dir)
+        refused = None
+    except CheckpointError as error:
+        refused = str(error)
+    everyone = [None, None]
+    dist.all_gather_object(everyone, refused)
     return {"first_steps": first.steps, "resumed_from": resumed.resumed_from_step,
             "same_losses": resumed.losses == full.losses, "same_weights": same(method),
-            "raised": (again.resumed_from_step, again.losses == full.losses, same(other))}
+            "raised": (again.resumed_from_step, again.losses == full.losses, same(other)), "refused": everyone}
 
 
 def test_a_run_on_two_processes_resumes_exactly(two_processes):
     """Stopped at a step (max_steps, or Ctrl-C: every random state gathered) or by a KeyboardInterrupt raised in
     the loop (each process saves its own), the resumed run is the uninterrupted one on every process."""
-    assert two_processes["resume"] == {"first_steps": 1, "resumed_from": 1, "same_losses": True, "same_weights": True,
-                                       "raised": (1, True, True)}
+    found = dict(two_processes["resume"])
+    refused = found.pop("refused")
+    assert found == {"first_steps": 1, "resumed_from": 1, "same_losses": True, "same_weights": True,
+                     "raised": (1, True, True)}
+
+
+def test_a_run_directory_of_another_run_stops_every_process(two_processes):
+    """Rank 0 checks the checkpoint; the others learn its verdict instead of waiting for it in a collective."""
+    refused = two_processes["resume"]["refused"]
+    assert all(r is not None and "lr: 0.05 there, 0.07 now" in r for r in refused), refused
+    assert refused[0] == refused[1]
