@@ -126,6 +126,10 @@ class ImageData(torch.utils.data.Dataset):
 
         Raises ValueError giving the counts per class when a class has fewer than ``n``.
         """
+        return self.subset(self.per_class_indices(n, seed))
+
+    def per_class_indices(self, n: int, seed: int = 0) -> torch.Tensor:
+        """The sorted indices of the images ``per_class(n, seed)`` takes (to leave them out of a pool)."""
         counts = self.class_counts()
         if n < 1:
             raise ValueError(f"per_class(n={n}): ask for at least one image per class")
@@ -142,7 +146,7 @@ class ImageData(torch.utils.data.Dataset):
         for k in range(self.num_classes):
             idx = (self.labels == k).nonzero().squeeze(1)
             picks.append(idx[torch.randperm(len(idx), generator=g)[:n]])
-        return self.subset(torch.cat(picks).sort().values)
+        return torch.cat(picks).sort().values
 
 
 # ----------------------------------------------------------------------------------------------

@@ -228,7 +228,7 @@ class PseudoLabels:
 
 def pseudo_label(train_features: torch.Tensor, train_labels: torch.Tensor, pool_features: torch.Tensor,
                  threshold: float = 0.9, per_class: int | None = None, rounds: int = 3,
-                 weight_decay: float = 1e-3) -> PseudoLabels:
+                 weight_decay: float = 1e-3, exclude: torch.Tensor | None = None) -> PseudoLabels:
     """Self-training with pseudo-labels (Lee 2013) on frozen features.
 
     Each round fits ``fit_linear`` on the labeled rows plus the pseudo-labelled ones, predicts the
@@ -244,6 +244,8 @@ def pseudo_label(train_features: torch.Tensor, train_labels: torch.Tensor, pool_
         threshold: minimum softmax probability for a pseudo-label.
         per_class: at most this many pseudo-labels per class and round (None: no cap).
         rounds: fit-label-refit rounds.
+        exclude: indices of pool rows that never get a pseudo-label: the labeled rows themselves, where the
+            pool is the whole split they were drawn from (they would come back as copies of the labeled set).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> centres = torch.tensor([[4.0, 0.0], [0.0, 4.0]])
@@ -252,6 +254,9 @@ def pseudo_label(train_features: torch.Tensor, train_labels: torch.Tensor, pool_
     >>> result = pseudo_label(centres, torch.tensor([0, 1]), pool, threshold=0.9, rounds=2)
     >>> bool((result.labels == pool_y[result.indices]).float().mean() > 0.9), len(result.indices) > 50
     (True, True)
+    >>> int(torch.isin(pseudo_label(centres, torch.tensor([0, 1]), pool, exclude=torch.arange(10)).indices,
+    ...                torch.arange(10)).sum())
+    0
     """
     if len(train_features) != len(train_labels) or train_features.shape[1:] != pool_features.shape[1:]:
         raise ValueError(f"train_features {tuple(train_features.shape)}, train_labels {tuple(train_labels.shape)} and "
@@ -268,6 +273,8 @@ def pseudo_label(train_features: torch.Tensor, train_labels: torch.Tensor, pool_
     for _ in range(rounds):
         probs = class_scores(classifier, pool_features, num_classes)  # (M, C)
         confidence, guess = probs.max(1)  # (M,), (M,)
+        if exclude is not None:
+            confidence[exclude] = -1.0  # below any threshold
         picked = []
         for k in range(num_classes):
             idx = ((guess == k) & (confidence >= threshold)).nonzero().squeeze(1)
