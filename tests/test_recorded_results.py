@@ -44,6 +44,7 @@ def test_ssl_epoch_speed():
 def test_eval_benchmark_recorded():
     b = _bench("eval")  # issue 3: features, kNN and linear probe on 10,000 + 2,000 images (informational time)
     assert b["num_train"] == 10_000 and b["num_test"] == 2_000 and b["knn_random_init"] <= 0.25
+    assert b["raw_pixels_dim"] == 3 * 32 * 32 and b["linear_raw_pixels"] <= 0.3  # the lessons' baseline, timed too
 
 
 def test_welcome_lesson_results():
