@@ -10,9 +10,14 @@ load the models an earlier one saved (06 loads 02's SimCLR and 04's ViT; 07 and 
   to ``results/seeds/NN_name.lesson.seedN.json``;
 - then seed 0 in ``notebooks/`` itself: ``results/NN_name.lesson.json`` and ``results/executed/NN_name.lesson.ipynb``
   (the book's figures), after the other seeds, so the notebook's "what you just saw" cell quotes the seed range of
-  the files just written. A notebook with a ``REPLAY`` switch runs with ``REPLAY = "record"`` (it writes the
-  trainings' replays under ``results/replay/``), then once more with ``REPLAY = True`` to
-  ``results/replay/NN_name.lesson.replayed.json``, the classroom run that ``tests/test_replay.py`` checks.
+  the files just written. A notebook with a ``REPLAY`` switch (02 and 03) runs three times: with ``REPLAY =
+  "record"``, every training trained and saved as a replay under ``results/replay/`` (its results:
+  ``results/replay/NN_name.lesson.trained.json``); then as a class runs it, with the notebook's own ``REPLAY``
+  (the lesson's method trained, the comparisons replayed: ``results/NN_name.lesson.json``, the time its header
+  quotes); then with ``REPLAY = True`` (``results/replay/NN_name.lesson.replayed.json``). ``tests/test_replay.py``
+  checks that the three give the same numbers. ``--keep-replays`` skips the first run and uses the committed
+  replays (when the code that trains them has not changed since they were recorded). Other seeds train everything
+  (``REPLAY = False``): the committed replays are seed 0's.
 
 Record alone on the machine: a second job on 2 cores halves the run's speed, and the headers quote the recorded
 times. The command prints the CPU (its vector instructions and ``matmul_gflops()``) and refuses to start while the
@@ -86,7 +91,8 @@ def resolve(names: list[str], root: Path = ROOT) -> list[str]:
     return sorted(set(found))
 
 
-def plan(notebooks: list[str], seeds: list[int], profile: str = "lesson", root: Path = ROOT) -> list[Run]:
+def plan(notebooks: list[str], seeds: list[int], profile: str = "lesson", root: Path = ROOT,
+         keep_replays: bool = False) -> list[Run]:
     """The runs, in order: other seeds first, then seed 0; within a seed, by notebook number."""
     from .checkpoint import model_path
     from .nbtools import notebook_parameters
@@ -105,23 +111,39 @@ def plan(notebooks: list[str], seeds: list[int], profile: str = "lesson", root: 
                 raise ValueError(f"{notebook} with seed {seed} loads what {' and '.join(missing)} saved with that seed, "
                                  f"and would train it itself instead: record them in the same command "
                                  f"(python -m sslkit.record {together} --seeds {' '.join(map(str, seeds))})")
-            names = notebook_parameters(root / "notebooks" / f"{notebook}.ipynb")
+            replay = "REPLAY" in notebook_parameters(root / "notebooks" / f"{notebook}.ipynb")
             base = {"PROFILE": profile}
             if seed != 0:
                 folder = root / ".record" / f"seed{seed}"
                 out = root / "results" / "seeds" / f"{notebook}.{profile}.seed{seed}"
                 runs.append(Run(notebook, seed, folder / "notebooks", folder / f"{notebook}.{profile}.seed{seed}.ipynb",
-                                {**base, "SEED": seed, "RESULTS_PATH": _from(folder / "notebooks", f"{out}.json")}))
+                                {**base, "SEED": seed, **({"REPLAY": False} if replay else {}),
+                                 "RESULTS_PATH": _from(folder / "notebooks", f"{out}.json")}))
                 continue
-            replay = "REPLAY" in names
-            results = root / "results" / f"{notebook}.{profile}.json"
-            runs.append(Run(notebook, 0, root / "notebooks", root / "results" / "executed" / f"{notebook}.{profile}.ipynb",
-                            {**base, **({"REPLAY": "record"} if replay else {}),
-                             "RESULTS_PATH": _from(root / "notebooks", results)}))
-            if replay:
-                replayed = root / "results" / "replay" / f"{notebook}.{profile}.replayed"
-                runs.append(Run(notebook, 0, root / "notebooks", root / ".record" / f"{notebook}.{profile}.replayed.ipynb",
-                                {**base, "REPLAY": True, "RESULTS_PATH": _from(root / "notebooks", f"{replayed}.json")}))
+            runs += _seed_0(notebook, profile, root, replay, keep_replays)
+    return runs
+
+
+def _seed_0(notebook: str, profile: str, root: Path, replay: bool, keep_replays: bool) -> list[Run]:
+    """Seed 0's runs of ``notebook`` in ``notebooks/``: with a ``REPLAY`` switch, everything trained and saved as
+    replays (unless ``keep_replays``), the notebook as a class runs it, then everything replayed; else one run."""
+    from .replay import recorded_names
+
+    saved, cwd = root / "results" / "replay", root / "notebooks"
+    if replay and keep_replays and not recorded_names(notebook, profile, saved):
+        raise ValueError(f"--keep-replays: {notebook} has no replays at the {profile} profile in {saved}; "
+                         f"record without --keep-replays")
+
+    def run(output: Path, results: Path, **replay_value) -> Run:
+        return Run(notebook, 0, cwd, output, {"PROFILE": profile, **replay_value, "RESULTS_PATH": _from(cwd, results)})
+
+    name = f"{notebook}.{profile}"
+    runs = []
+    if replay and not keep_replays:
+        runs.append(run(root / ".record" / f"{name}.trained.ipynb", saved / f"{name}.trained.json", REPLAY="record"))
+    runs.append(run(root / "results" / "executed" / f"{name}.ipynb", root / "results" / f"{name}.json"))
+    if replay:
+        runs.append(run(root / ".record" / f"{name}.replayed.ipynb", saved / f"{name}.replayed.json", REPLAY=True))
     return runs
 
 
@@ -152,13 +174,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to record (default 0)")
     parser.add_argument("--profile", default="lesson", help="the profile recorded (default lesson)")
     parser.add_argument("--dry-run", action="store_true", help="print the runs without starting them")
+    parser.add_argument("--keep-replays", action="store_true",
+                        help="use the committed replays of notebooks 02 and 03 instead of training and recording them")
     parser.add_argument("--allow-busy", action="store_true", help="record even while another job loads the machine")
     args = parser.parse_args(argv)
     try:
         from .config import PROFILES
         if args.profile not in PROFILES:
             raise ValueError(f"unknown profile {args.profile!r}; choose one of: {', '.join(PROFILES)}")
-        runs = plan(resolve(args.notebooks, ROOT), args.seeds, args.profile, ROOT)
+        runs = plan(resolve(args.notebooks, ROOT), args.seeds, args.profile, ROOT, args.keep_replays)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -180,8 +204,8 @@ def main(argv=None) -> int:
         run.output.parent.mkdir(parents=True, exist_ok=True)
         _results_file(run).parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        print(f"[{i}/{len(runs)}] {run.notebook} seed {run.seed} ({run.parameters.get('REPLAY', 'trains')})...",
-              flush=True)
+        replay = run.parameters.get("REPLAY", "as the notebook sets it")
+        print(f"[{i}/{len(runs)}] {run.notebook} seed {run.seed} (REPLAY {replay})...", flush=True)
         try:
             run_notebook(ROOT / "notebooks" / f"{run.notebook}.ipynb", run.output, run.parameters, cwd=run.cwd,
                          timeout=None)

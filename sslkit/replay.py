@@ -4,10 +4,12 @@ A lesson's trainings take most of its time (notebook 03: five methods of about f
 With ``REPLAY = True`` a notebook loads, for each training, the weights and the training history that the recorded
 lesson run produced (committed under ``results/replay/``, each file checked against the sha256 in its
 ``MANIFEST.json``), says so, shows the recorded curves, and computes every evaluation on those weights here: a class
-runs the notebook in minutes and discusses it, and runs the trainings as homework (``REPLAY = False``, the default).
-``REPLAY = ["byol", "simsiam"]`` replays the trainings it names and trains the others here: a class trains the one
-method it discusses live (a few minutes) and replays the rest. ``REPLAY = "record"`` trains and writes the files
-(what the maintainers do when they record a lesson run).
+runs the notebook in minutes and discusses it, and runs the trainings as homework (``REPLAY = False``).
+``REPLAY = ["byol", "simsiam"]`` replays the trainings it names (or matches: ``"simclr_*"``) and trains the others
+here: a class trains the one method it discusses live (a few minutes) and replays the rest. That is the default of
+notebooks 02 and 03, so that each fits a class period; a training it names trains here all the same when the recorded
+run cannot stand for it (another profile, seed or knob), and says so. ``REPLAY = "record"`` trains and writes the
+files (what the maintainers do when they record a lesson run).
 
 The random state after a training is stored with it and restored on replay, so the cells after a replayed training
 see what they saw after the real one: the evaluations give the recorded numbers (``tests/test_replay.py``).
@@ -35,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import fnmatch
 import os
 import tempfile
 from pathlib import Path
@@ -53,8 +56,8 @@ class ReplayError(ValueError):
 
 
 def check_mode(replay) -> bool | str | tuple[str, ...]:
-    """``replay`` if it is one of ``MODES`` (a list or tuple of training names: as a tuple), else a ValueError saying
-    which values there are.
+    """``replay`` if it is one of ``MODES`` (a list or tuple of training names or ``fnmatch`` patterns: as a tuple),
+    else a ValueError saying which values there are.
 
     >>> check_mode(None), check_mode(True), check_mode(["byol", "dino"])
     (False, True, ('byol', 'dino'))
@@ -67,7 +70,8 @@ def check_mode(replay) -> bool | str | tuple[str, ...]:
     elif replay in MODES and (isinstance(replay, bool) or not isinstance(replay, int)):  # 1 == True, but not a bool
         return replay
     raise ValueError(f"REPLAY={replay!r}: choose False (train), True (load the recorded lesson run's trainings), "
-                     f"a list of their names (replay those, train the others, e.g. [\"byol\", \"dino\"]) or "
+                     f"a list of their names (replay those, train the others, e.g. [\"byol\", \"dino\"] or "
+                     f"[\"moco\", \"simclr_*\"]) or "
                      f"\"record\" (train and save them as the replay)")
 
 
@@ -215,24 +219,51 @@ def load(notebook: str, name: str, model, cfg, *, log: dict | None = None, folde
     return History(**{**json.loads(state["history"]), "replayed": True})
 
 
+def _named(notebook: str, name: str, patterns: tuple[str, ...], cfg, folder) -> bool:
+    """Whether a ``REPLAY`` list replays training ``name``: it names it (or a pattern matches it) and the recorded run
+    was trained with ``cfg``'s values. At a profile with no recorded training, or when the recording had other values
+    (another seed, a changed knob), the training runs here and a line says why: the list is a notebook's default, so
+    a learner who changes a knob gets what that knob trains. A name that matches none of the recorded trainings at a
+    profile that has some is a ``ReplayError`` (a typo would otherwise train for minutes unnoticed)."""
+    known = recorded_names(notebook, cfg.profile, folder)
+    if known:
+        unknown = [p for p in patterns if not fnmatch.filter(known, p)]
+        if unknown:
+            raise ReplayError(f"REPLAY names {', '.join(map(repr, unknown))}, but {notebook} has no recorded training "
+                              f"of that name at the {cfg.profile} profile; it has: {', '.join(known)}")
+    if not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+        return False
+    if name not in known:
+        print(f"{name}: REPLAY names it, but no run of it is recorded at the {cfg.profile} profile (the repository "
+              f"holds the lesson profile's): training it here")
+        return False
+    from .checkpoint import CheckpointError, _read
+
+    try:
+        recorded = json.loads(_read(replay_path(notebook, name, cfg.profile, folder))["config"])
+    except (CheckpointError, KeyError, ValueError):
+        return True  # a damaged file: load() says what is wrong and how to restore it
+    differences = _differences(recorded, _comparable(cfg))
+    if differences:
+        print(f"{name}: REPLAY names it, but its recorded run was trained with other values than yours "
+              f"({'; '.join(differences[:3])}{' ...' if len(differences) > 3 else ''}): training it here")
+        return False
+    return True
+
+
 def train_or_replay(notebook: str, name: str, model, cfg, train_fn, replay=False, *, keep=("backbone",),
                     log: dict | None = None, folder: str | Path | None = None):
     """``train_fn()`` (it trains ``model`` and returns its ``History``), or the recorded run's weights and history.
 
     ``replay``: False trains; True loads the replay of ``name`` (``load``) and prints where it came from; a list of
-    names loads the replay when it names ``name`` and trains otherwise (a name with no recording is a
-    ``ReplayError``); "record" trains, then saves the replay (``record``). ``keep``: the top-level parts of
+    names or patterns loads the replay when it names ``name`` and the recording fits ``cfg``, and trains otherwise
+    (``_named``); "record" trains, then saves the replay (``record``). ``keep``: the top-level parts of
     ``model`` a replay holds (the backbone is what the evaluations read; add the heads a later cell uses). ``log``: a
     dict a callback fills while training (saved with the replay, filled from it).
     """
     replay = check_mode(replay)
     if isinstance(replay, tuple):  # the named trainings replay, the others train
-        known = recorded_names(notebook, cfg.profile, folder)
-        unknown = [n for n in replay if n not in known]
-        if unknown:
-            raise ReplayError(f"REPLAY names {', '.join(map(repr, unknown))}, but {notebook} has no recorded training "
-                              f"of that name at the {cfg.profile} profile; it has: {', '.join(known) or 'none'}")
-        replay = name in replay
+        replay = _named(notebook, name, replay, cfg, folder)
     if replay is True:
         from .callbacks import LivePlot
 

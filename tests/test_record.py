@@ -49,12 +49,15 @@ def test_other_seeds_run_first_each_in_a_fresh_copy_then_seed_0_with_its_replays
     stale.mkdir(parents=True)
     (stale / "stale.txt").write_text("a checkpoint of an earlier recording")
     assert record.main(["07", "02_contrastive", "--seeds", "0", "1", "--profile", "smoke"]) == 0
-    assert [c[:3] for c in calls] == [("02_contrastive", 1, None), ("07_finetune", 1, None),
-                                      ("02_contrastive", 0, "record"), ("02_contrastive", 0, True),
-                                      ("07_finetune", 0, None)]
+    # 02 (a REPLAY switch): another seed trains everything; seed 0 trains and saves the replays, then runs as a
+    # class does (the notebook's own REPLAY: None here, no parameter passed), then replays everything
+    assert [c[:3] for c in calls] == [("02_contrastive", 1, False), ("07_finetune", 1, None),
+                                      ("02_contrastive", 0, "record"), ("02_contrastive", 0, None),
+                                      ("02_contrastive", 0, True), ("07_finetune", 0, None)]
     assert {c[3] for c in calls} == {root / ".record" / "seed1" / "notebooks", root / "notebooks"}
     for name in ("seeds/02_contrastive.smoke.seed1.json", "seeds/07_finetune.smoke.seed1.json",
-                 "02_contrastive.smoke.json", "replay/02_contrastive.smoke.replayed.json", "07_finetune.smoke.json"):
+                 "replay/02_contrastive.smoke.trained.json", "02_contrastive.smoke.json",
+                 "replay/02_contrastive.smoke.replayed.json", "07_finetune.smoke.json"):
         assert (root / "results" / name).exists(), name
     assert (root / "results" / "executed" / "07_finetune.smoke.ipynb").exists()
     assert "host:" in capsys.readouterr().out
@@ -63,13 +66,25 @@ def test_other_seeds_run_first_each_in_a_fresh_copy_then_seed_0_with_its_replays
 def test_dry_run_prints_the_papermill_commands_and_runs_nothing(root, calls, capsys):
     assert record.main(["09", "02", "--seeds", "2", "0", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 5 and not calls and not (root / "results").exists()
+    assert len(out) == 6 and not calls and not (root / "results").exists()
     # results paths relative to the notebook's folder, as a stored run must name them on any clone (sslkit.book)
-    assert out[0].endswith("-p PROFILE lesson -p SEED 2 -p RESULTS_PATH "
+    assert out[0].endswith("-p PROFILE lesson -p SEED 2 -p REPLAY False -p RESULTS_PATH "
                            "../../../results/seeds/02_contrastive.lesson.seed2.json")
-    assert "-p RESULTS_PATH ../results/02_contrastive.lesson.json" in out[2]
     assert "--cwd .record/seed2/notebooks" in out[1] and "09_deploy" in out[1]
-    assert "-p REPLAY record" in out[2] and "-p REPLAY True" in out[3] and "09_deploy" in out[4]
+    assert "-p REPLAY record -p RESULTS_PATH ../results/replay/02_contrastive.lesson.trained.json" in out[2]
+    assert out[3].endswith("-p PROFILE lesson -p RESULTS_PATH ../results/02_contrastive.lesson.json")
+    assert "-p REPLAY True" in out[4] and "09_deploy" in out[5]
+
+
+def test_keep_replays_runs_the_lesson_with_the_committed_replays_and_refuses_without_them(root, calls, capsys):
+    assert record.main(["02", "--keep-replays"]) == 2
+    assert "02_contrastive has no replays at the lesson profile" in capsys.readouterr().err and not calls
+    saved = root / "results" / "replay"
+    saved.mkdir(parents=True)
+    (saved / "02_contrastive.moco.lesson.pt").write_text("weights")
+    assert record.main(["02", "--keep-replays", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "REPLAY" not in out[0] and "-p REPLAY True" in out[1]
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -96,7 +111,7 @@ def test_a_busy_machine_is_refused_unless_allowed(root, calls, capsys, monkeypat
     monkeypatch.setattr(record, "host", lambda: {"cpu_capability": "TEST", "matmul_gflops": 1.0, "load_1min": 3.5})
     assert record.main(["02", "--profile", "smoke"]) == 2
     assert "load average is 3.5" in capsys.readouterr().err and not calls
-    assert record.main(["02", "--profile", "smoke", "--allow-busy"]) == 0 and len(calls) == 2
+    assert record.main(["02", "--profile", "smoke", "--allow-busy"]) == 0 and len(calls) == 3
 
 
 def test_the_first_failure_stops_the_runs_after_it(root, monkeypatch, capsys):

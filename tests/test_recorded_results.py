@@ -302,12 +302,7 @@ def test_header_time_matches_the_recorded_wall_time(name):
 # issue 21's time limits at the lesson profile, each run alone on 2 CPU cores: every notebook within 12 minutes, the
 # whole sequence within 60. Strict marks for the limits measured and not met yet: remove each when its run meets it
 LESSON_LIMIT_S, SEQUENCE_LIMIT_S = 12 * 60, 60 * 60
-OVER_TIME = {
-    "02_contrastive": "issue 21, measured: 28.6 min (SimCLR and MoCo v2 40 epochs each in batches of 64, about 8 "
-                      "and 10 minutes, then the temperature, batch-size and colour-jitter ablations, about 80 s each)",
-    "03_non_contrastive": "issue 21, measured: 37.3 min alone (five methods of 40 epochs, 6.0 "
-                          "to 8.2 minutes of training each on an Intel Xeon, and the collapse run)",
-}
+OVER_TIME: dict[str, str] = {}  # none since notebooks 02 and 03 replay their comparisons by default (issue 21)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=OVER_TIME[n]))
@@ -317,8 +312,6 @@ def test_each_lesson_within_12_minutes(name):
     assert 0 < wall <= LESSON_LIMIT_S, f"{name}: the recorded lesson run took {wall / 60:.1f} min"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21, measured: the recorded lesson runs take 94.2 minutes in all, 66 of them "
-                   "notebooks 02 (28.6) and 03 (37.3)")
 def test_the_sequence_within_60_minutes():
     total = sum(load_results(RESULTS / f"{n}.lesson.json")["wall_time_s"] for n in NOTEBOOKS)
     assert total <= SEQUENCE_LIMIT_S, f"the recorded lesson runs take {total / 60:.1f} min in all"

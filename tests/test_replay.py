@@ -2,6 +2,8 @@
 instead of training them and computes every evaluation on them; these tests check that the evaluations give the
 recorded numbers (at smoke from the test session's own recorded runs, at lesson from the committed replays), that
 the committed files match their checksums, and that every way a replay cannot be used says what to do."""
+import dataclasses
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -22,10 +24,20 @@ TIMING = re.compile(r"(^|_)(s|ms)(_|$)|images_per_s|speedup|seconds|latency")  #
 COMMITTED = replay.REPLAY_DIR / replay.MANIFEST
 
 
-def test_the_long_lessons_have_a_replay_switch():
-    assert {p.name[:2] for p in WITH_REPLAY} >= {"03"}
+# what each lesson trains in class by default: the method its exercises build; the other trainings are replayed
+LIVE = {"02_contrastive": {"simclr"}, "03_non_contrastive": {"simsiam", "simsiam_no_stopgrad"}}
+
+
+def test_the_long_lessons_train_their_own_method_and_replay_the_comparisons_by_default():
+    """Issue 21: notebooks 02 and 03 fit a class period by training the method the lesson builds (your loss) and
+    loading the others' recorded trainings; the default list names only committed trainings, and all but those."""
+    assert {p.stem for p in WITH_REPLAY} == set(LIVE)
     for path in WITH_REPLAY:
-        assert notebook_parameters(path)["REPLAY"] == "False", path.name  # a class opts in; homework trains
+        default = replay.check_mode(json.loads(notebook_parameters(path)["REPLAY"]))
+        assert isinstance(default, tuple), path.name
+        recorded = replay.recorded_names(path.stem, "lesson", replay.REPLAY_DIR)
+        replayed = {n for n in recorded if any(fnmatch.fnmatchcase(n, p) for p in default)}
+        assert replayed == set(recorded) - LIVE[path.stem], path.name
 
 
 @pytest.mark.parametrize("path", WITH_REPLAY, ids=lambda p: p.name[:2])
@@ -99,6 +111,35 @@ def test_a_replay_list_replays_what_it_names_and_refuses_a_name_never_recorded(t
     assert trained == ["b"]  # nothing trained before the error
 
 
+def test_a_replay_list_trains_what_its_recording_cannot_stand_for_and_says_why(tmp_path, capsys):
+    """A notebook's default list must not stop a learner who changes a knob or the seed, nor a profile with no
+    recording (CI's smoke runs): those trainings run here, each with a line that says why; a pattern replays every
+    training it matches."""
+    cfg = sslkit.make_config("smoke")
+    for name in ("simclr_t0.1", "simclr_t0.2", "moco"):
+        replay.record("demo", name, torch.nn.Linear(3, 2), cfg, History(losses=[1.0], steps=1, total_steps=1,
+                                                                         epochs=1.0, wall_time_s=1.0),
+                      keep=None, folder=tmp_path)
+    trained = []
+
+    def fit(name):
+        trained.append(name)
+        return History(losses=[2.0], steps=1, total_steps=1, epochs=1.0, wall_time_s=1.0)
+
+    def go(name, config):
+        return replay.train_or_replay("demo", name, torch.nn.Linear(3, 2), config, lambda: fit(name),
+                                      ["simclr_*"], keep=None, folder=tmp_path)
+
+    assert go("simclr_t0.1", cfg).replayed and go("simclr_t0.2", cfg).replayed and not go("moco", cfg).replayed
+    assert trained == ["moco"] and "moco" not in capsys.readouterr().out  # not named: trained without a word
+    assert not go("simclr_t0.1", sslkit.make_config("smoke", seed=1)).replayed
+    assert "simclr_t0.1: REPLAY names it, but its recorded run was trained with other values than yours (seed: " \
+           "recorded 0, yours 1): training it here" in capsys.readouterr().out
+    assert not go("simclr_t0.1", dataclasses.replace(cfg, profile="lesson")).replayed  # ($SSLKIT_PROFILE pins smoke)
+    assert "no run of it is recorded at the lesson profile" in capsys.readouterr().out
+    assert trained == ["moco", "simclr_t0.1", "simclr_t0.1"]
+
+
 @pytest.mark.skipif(not COMMITTED.exists(), reason="no replay is committed yet (results/replay/MANIFEST.json)")
 def test_the_committed_replays_match_their_checksums():
     manifest = json.loads(COMMITTED.read_text())
@@ -118,7 +159,7 @@ def _committed_lesson_replays():
 @pytest.mark.parametrize("name", _committed_lesson_replays())
 def test_a_committed_lesson_replay_gives_the_recorded_evaluation(name):
     """The weights of a committed replay, loaded into the network its recipe builds, give the kNN accuracy and
-    linear probe that the recorded lesson run wrote into results/<notebook>.lesson.json."""
+    linear probe that the run which trained them wrote into results/replay/<notebook>.lesson.trained.json."""
     from sslkit.evaluate import evaluate_backbone
     from sslkit.recipes import RECIPES, build
 
@@ -129,7 +170,7 @@ def test_a_committed_lesson_replay_gives_the_recorded_evaluation(name):
     cfg = sslkit.Config(**{k: v for k, v in saved.items() if k != "extra"}, extra=saved["extra"])  # as recorded
     method = build(RECIPES[cfg.recipe]["method"], cfg)
     history = replay.load(notebook, run, method, cfg, folder=replay.REPLAY_DIR)  # not the session's smoke folder
-    run_file = json.loads((ROOT / "results" / f"{notebook}.{profile}.json").read_text())
+    run_file = json.loads((replay.REPLAY_DIR / f"{notebook}.{profile}.trained.json").read_text())  # what saved them
     recorded = run_file["metrics"]
     assert history.steps == recorded[f"steps_{run}"]
     train_data, test_data = sslkit.load_split(cfg, "train"), sslkit.load_split(cfg, "test")
@@ -229,15 +270,47 @@ def test_a_replayed_lesson_run_gave_the_recorded_lesson_numbers(path):
     assert 0.7 * seconds <= replayed["wall_time_s"] <= 1.3 * seconds, (said.group(0), replayed["wall_time_s"])
 
 
+TRAINED_RUNS = sorted(replay.REPLAY_DIR.glob("*.lesson.trained.json"))
+
+
+@pytest.mark.parametrize("path", TRAINED_RUNS, ids=lambda p: p.name[:2])
+def test_the_lesson_run_gives_the_numbers_of_the_run_that_trained_everything(path):
+    """results/NN.lesson.json is the notebook as a class runs it (its own method trained, the comparisons replayed);
+    results/replay/NN.lesson.trained.json is the same seed with every training trained (REPLAY = "record", the run
+    that saved the replays). Every number agrees: the live training gave its recorded one bit for bit (same seed,
+    same kind of CPU), and the replayed ones are those trainings. The lesson run marks exactly the comparisons as
+    replayed, and the run that trained everything took longer."""
+    notebook = path.name.split(".")[0]
+    trained = json.loads(path.read_text())
+    lesson = json.loads((ROOT / "results" / f"{notebook}.lesson.json").read_text())
+    assert trained["config"]["seed"] == lesson["config"]["seed"] == 0
+    assert trained["hardware"]["cpu_capability"] == lesson["hardware"]["cpu_capability"]
+    numbers = {k for k in trained["metrics"] if not TIMING.search(k)}
+    assert {k: lesson["metrics"].get(k) for k in numbers} == {k: trained["metrics"][k] for k in numbers}
+    trainings = {k[len("train_s_"):] for k in trained["metrics"] if k.startswith("train_s_")}
+    assert not any(k.startswith("replayed_") for k in trained["metrics"])
+    assert {n for n in trainings if lesson["metrics"].get(f"replayed_{n}")} == trainings - LIVE[notebook]
+    assert lesson["wall_time_s"] < trained["wall_time_s"]
+    nb = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())
+    header = re.sub(r"\s+", " ", "".join(nb["cells"][0]["source"]))
+    said = re.search(r"`REPLAY = False` trains [^.]*?about (\d+) minutes", header)
+    assert said, f"{notebook}: the header's Time paragraph does not say how long training everything takes"
+    assert 0.7 * float(said.group(1)) <= trained["wall_time_s"] / 60 <= 1.3 * float(said.group(1)), said.group(0)
+
+
 @pytest.mark.parametrize("path", WITH_REPLAY, ids=lambda p: p.name[:2])
 def test_each_replay_says_the_training_time_of_the_recorded_run(path):
-    """A replayed training prints how long it trained where it was recorded: the committed lesson run's
-    ``train_s_<name>``, the number the notebook's text and docs/teaching.md quote (``replay.retime`` sets it)."""
-    recorded = json.loads((ROOT / "results" / f"{path.stem}.lesson.json").read_text())["metrics"]
+    """A replayed training prints how long it trained where it was recorded: the ``train_s_<name>`` of the run that
+    trained every training and saved the replays (``replay.retime`` sets it), which the lesson run then quotes for
+    each training it replayed."""
+    recorded = json.loads((replay.REPLAY_DIR / f"{path.stem}.lesson.trained.json").read_text())["metrics"]
+    lesson = json.loads((ROOT / "results" / f"{path.stem}.lesson.json").read_text())["metrics"]
     for name in replay.recorded_names(path.stem, "lesson"):
         history = json.loads(torch.load(replay.replay_path(path.stem, name, "lesson"), weights_only=True)["history"])
         assert history["steps"] == recorded[f"steps_{name}"], name
         assert history["wall_time_s"] == pytest.approx(recorded[f"train_s_{name}"], abs=0.05), name
+        if lesson.get(f"replayed_{name}"):
+            assert lesson[f"train_s_{name}"] == pytest.approx(history["wall_time_s"], abs=0.05), name
 
 
 def test_every_notebook_with_a_replay_switch_has_its_lesson_replays_committed():
