@@ -204,8 +204,8 @@ def main(argv=None) -> int:
         run.output.parent.mkdir(parents=True, exist_ok=True)
         _results_file(run).parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        replay = run.parameters.get("REPLAY", "as the notebook sets it")
-        print(f"[{i}/{len(runs)}] {run.notebook} seed {run.seed} (REPLAY {replay})...", flush=True)
+        replay = f" (REPLAY {run.parameters['REPLAY']})" if "REPLAY" in run.parameters else ""
+        print(f"[{i}/{len(runs)}] {run.notebook} seed {run.seed}{replay}...", flush=True)
         try:
             run_notebook(ROOT / "notebooks" / f"{run.notebook}.ipynb", run.output, run.parameters, cwd=run.cwd,
                          timeout=None)

@@ -35,9 +35,9 @@ linear: replayed the recorded run (demo.linear.smoke.pt, sha256 checked): 2 step
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
-import fnmatch
 import os
 import tempfile
 from pathlib import Path
@@ -227,7 +227,7 @@ def _named(notebook: str, name: str, patterns: tuple[str, ...], cfg, folder) -> 
     profile that has some is a ``ReplayError`` (a typo would otherwise train for minutes unnoticed)."""
     known = recorded_names(notebook, cfg.profile, folder)
     if known:
-        unknown = [p for p in patterns if not fnmatch.filter(known, p)]
+        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in known)]
         if unknown:
             raise ReplayError(f"REPLAY names {', '.join(map(repr, unknown))}, but {notebook} has no recorded training "
                               f"of that name at the {cfg.profile} profile; it has: {', '.join(known)}")
