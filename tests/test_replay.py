@@ -247,6 +247,12 @@ def test_the_replay_switch_takes_three_values_or_a_list_of_names(value):
 # the classroom run: a notebook replayed at the lesson profile, alone on the recording machine
 
 
+def _header(notebook: str) -> str:
+    """The first cell of ``notebooks/<notebook>.ipynb``, its white space folded to single spaces."""
+    nb = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())
+    return re.sub(r"\s+", " ", "".join(nb["cells"][0]["source"]))
+
+
 REPLAYED_RUNS = sorted(replay.REPLAY_DIR.glob("*.lesson.replayed.json"))
 
 
@@ -262,8 +268,7 @@ def test_a_replayed_lesson_run_gave_the_recorded_lesson_numbers(path):
     assert {k: replayed["metrics"].get(k) for k in numbers} == {k: recorded[k] for k in numbers}
     trainings = {k[len("train_s_"):] for k in recorded if k.startswith("train_s_")}
     assert {k for k in replayed["metrics"] if k.startswith("replayed_")} == {f"replayed_{n}" for n in trainings}
-    nb = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())
-    header = re.sub(r"\s+", " ", "".join(nb["cells"][0]["source"]))
+    header = _header(notebook)
     said = re.search(r"with `REPLAY = True`[^.]*?about (\d+(?:\.\d+)?) (minutes?|s)\b", header)
     assert said, f"{notebook}: the header's Time paragraph does not say how long the replayed lesson takes"
     seconds = float(said.group(1)) * (60 if said.group(2).startswith("minute") else 1)
@@ -291,8 +296,7 @@ def test_the_lesson_run_gives_the_numbers_of_the_run_that_trained_everything(pat
     assert not any(k.startswith("replayed_") for k in trained["metrics"])
     assert {n for n in trainings if lesson["metrics"].get(f"replayed_{n}")} == trainings - LIVE[notebook]
     assert lesson["wall_time_s"] < trained["wall_time_s"]
-    nb = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())
-    header = re.sub(r"\s+", " ", "".join(nb["cells"][0]["source"]))
+    header = _header(notebook)
     said = re.search(r"`REPLAY = False` trains [^.]*?about (\d+) minutes", header)
     assert said, f"{notebook}: the header's Time paragraph does not say how long training everything takes"
     assert 0.7 * float(said.group(1)) <= trained["wall_time_s"] / 60 <= 1.3 * float(said.group(1)), said.group(0)
